@@ -1,0 +1,33 @@
+"""``GET /api/whoami/``: who the credential belongs to and what it may do."""
+
+from typing import Any
+
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tokens_app import scopes
+
+
+class WhoAmIView(APIView):
+    """Any valid credential: the username, the credential type and its effective scopes."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        credential = request.auth
+        if hasattr(credential, "effective_scopes"):
+            kind, names = "api_token", credential.effective_scopes
+            key_id = credential.key_id
+        else:
+            kind, key_id = "session", None
+            names = frozenset(scope.name for scope in scopes.holdable_scopes(request.user))
+        return Response(
+            {
+                "username": request.user.get_username(),
+                "credential": kind,
+                "key_id": key_id,
+                "scopes": sorted(names),
+            }
+        )

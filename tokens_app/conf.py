@@ -1,0 +1,206 @@
+"""One settings object over ``settings.API_TOKENS``: defaults, validation, lazy reload.
+
+Nothing reads ``API_TOKENS`` at import time: :func:`token_settings` resolves it
+on first use and Django's ``setting_changed`` signal (sent by ``override_settings``
+and pytest-django's ``settings`` fixture) drops the cached copy, together with
+every object derived from it (scope registry, hashers).
+"""
+
+import functools
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from tokens_app import keys
+from tokens_app.durations import parse_duration
+
+HASHERS = ("hmac-sha256", "argon2")
+MIN_HASH_KEY_LENGTH = 32
+
+DEFAULTS: dict[str, Any] = {
+    "TOKEN_PREFIX": "tka",
+    "SCOPES": {},
+    "DEFAULT_LIFETIME": "30d",
+    "MAX_LIFETIME": "365d",
+    "ALLOW_NON_EXPIRING": False,
+    "MAX_ACTIVE_TOKENS_PER_USER": 50,
+    "LAST_USED_INTERVAL": "5m",
+    "HASHER": "hmac-sha256",
+    "HASH_KEY": None,
+    "OLD_HASH_KEYS": [],
+    "ARGON2_OPTIONS": {},
+    "ACCEPT_X_API_KEY": False,
+    "REALM": "api",
+}
+_ARGON2_OPTIONS = {"time_cost", "memory_cost", "parallelism", "hash_len", "salt_len"}
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """The validated, typed view of ``API_TOKENS``."""
+
+    prefix: str
+    scopes: Mapping[str, Any]
+    default_lifetime: timedelta | None
+    max_lifetime: timedelta | None
+    allow_non_expiring: bool
+    max_active_tokens_per_user: int | None
+    last_used_interval: timedelta
+    hasher: str
+    hash_key: bytes
+    hash_key_is_derived: bool
+    old_hash_keys: tuple[bytes, ...]
+    argon2_options: Mapping[str, int]
+    accept_x_api_key: bool
+    realm: str
+
+
+def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: bool) -> Any:
+    value = raw[name]
+    if value is None and optional:
+        return None
+    if isinstance(value, timedelta):
+        if value > timedelta(0):
+            return value
+        problems.append(f"{name} must be a positive duration")
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        problems.append(f"{name}: {exc}")
+        return None
+
+
+def _derive_hash_key(secret_key: str) -> bytes:
+    # Domain-separated, so the hash key is never SECRET_KEY itself.
+    return hmac.new(secret_key.encode(), b"tokens_app.hash-key.v1", hashlib.sha256).digest()
+
+
+def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, tuple[bytes, ...]]:
+    configured = raw["HASH_KEY"]
+    old = raw["OLD_HASH_KEYS"]
+    candidates = ([] if configured is None else [configured]) + (
+        list(old) if isinstance(old, list | tuple) else [None]
+    )
+    for key in candidates:
+        if not isinstance(key, str) or len(key) < MIN_HASH_KEY_LENGTH:
+            problems.append(
+                f"HASH_KEY and OLD_HASH_KEYS entries must be strings of at least "
+                f"{MIN_HASH_KEY_LENGTH} characters"
+            )
+            break
+    old_keys = tuple(k.encode() for k in old if isinstance(k, str)) if isinstance(old, list | tuple) else ()
+    if configured is None:
+        return _derive_hash_key(str(getattr(settings, "SECRET_KEY", ""))), True, old_keys
+    return str(configured).encode(), False, old_keys
+
+
+def _positive_int_or_none(raw: dict[str, Any], name: str, problems: list[str]) -> int | None:
+    value = raw[name]
+    if value is None or (type(value) is int and value > 0):
+        return value  # type: ignore[no-any-return]
+    problems.append(f"{name} must be a positive integer or None")
+    return None
+
+
+def _flag(raw: dict[str, Any], name: str, problems: list[str]) -> bool:
+    if not isinstance(raw[name], bool):
+        problems.append(f"{name} must be True or False")
+    return raw[name] is True
+
+
+def _check_argon2(options: Any, problems: list[str]) -> None:
+    if not isinstance(options, Mapping) or not all(
+        key in _ARGON2_OPTIONS and type(value) is int and value > 0
+        for key, value in options.items()
+    ):
+        problems.append(
+            "ARGON2_OPTIONS must map some of " + ", ".join(sorted(_ARGON2_OPTIONS))
+            + " to positive integers"
+        )
+
+
+def load(raw_settings: Any) -> TokenSettings:
+    """Return validated settings for *raw_settings*, or raise ``ImproperlyConfigured``.
+
+    Every problem is reported at once, so one deploy fixes them all.
+    """
+    if not isinstance(raw_settings, Mapping):
+        raise ImproperlyConfigured("API_TOKENS must be a dict.")
+    unknown = sorted(set(raw_settings) - set(DEFAULTS))
+    problems = [f"unknown key {name!r}" for name in unknown]
+    raw = {**DEFAULTS, **raw_settings}
+
+    prefix = raw["TOKEN_PREFIX"]
+    if not isinstance(prefix, str) or not keys.PREFIX_PATTERN.match(prefix):
+        problems.append("TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter")
+    if not isinstance(raw["SCOPES"], Mapping):
+        problems.append("SCOPES must be a dict of scope name to description")
+    default_lifetime = _duration(raw, "DEFAULT_LIFETIME", problems, optional=True)
+    max_lifetime = _duration(raw, "MAX_LIFETIME", problems, optional=True)
+    last_used_interval = _duration(raw, "LAST_USED_INTERVAL", problems, optional=False)
+    allow_non_expiring = _flag(raw, "ALLOW_NON_EXPIRING", problems)
+    if default_lifetime is None and not allow_non_expiring and raw["DEFAULT_LIFETIME"] is None:
+        problems.append("DEFAULT_LIFETIME may be None only when ALLOW_NON_EXPIRING is True")
+    if default_lifetime and max_lifetime and default_lifetime > max_lifetime:
+        problems.append("DEFAULT_LIFETIME must not exceed MAX_LIFETIME")
+    max_active = _positive_int_or_none(raw, "MAX_ACTIVE_TOKENS_PER_USER", problems)
+    if raw["HASHER"] not in HASHERS:
+        problems.append(f"HASHER must be one of {', '.join(HASHERS)}")
+    _check_argon2(raw["ARGON2_OPTIONS"], problems)
+    hash_key, derived, old_keys = _hash_keys(raw, problems)
+    accept_x_api_key = _flag(raw, "ACCEPT_X_API_KEY", problems)
+    realm = raw["REALM"]
+    if not isinstance(realm, str) or not realm or not realm.isprintable() or '"' in realm:
+        problems.append("REALM must be a non-empty printable string without quotes")
+    if problems:
+        raise ImproperlyConfigured("API_TOKENS: " + "; ".join(problems) + ".")
+    return TokenSettings(
+        prefix=prefix,
+        scopes=raw["SCOPES"],
+        default_lifetime=default_lifetime,
+        max_lifetime=max_lifetime,
+        allow_non_expiring=allow_non_expiring,
+        max_active_tokens_per_user=max_active,
+        last_used_interval=last_used_interval,
+        hasher=raw["HASHER"],
+        hash_key=hash_key,
+        hash_key_is_derived=derived,
+        old_hash_keys=old_keys,
+        argon2_options=dict(raw["ARGON2_OPTIONS"]),
+        accept_x_api_key=accept_x_api_key,
+        realm=realm,
+    )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_cache_clearers: list[Callable[[], None]] = []
+
+
+def cached_until_settings_change(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Memoise *func* until ``API_TOKENS`` or ``SECRET_KEY`` changes."""
+    cached = functools.cache(func)
+    _cache_clearers.append(cached.cache_clear)
+    return cached  # type: ignore[return-value]
+
+
+@cached_until_settings_change
+def token_settings() -> TokenSettings:
+    """Return the app's settings, validated; raise ``ImproperlyConfigured`` if invalid."""
+    return load(getattr(settings, "API_TOKENS", {}))
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"API_TOKENS", "SECRET_KEY", "AUTH_USER_MODEL"}:
+        for clear in _cache_clearers:
+            clear()

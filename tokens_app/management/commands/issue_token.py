@@ -1,0 +1,81 @@
+"""``manage.py issue_token``: issue a token from a shell or a deploy script."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError, CommandParser
+from django.utils import timezone
+
+from tokens_app import services
+from tokens_app.durations import parse_duration
+from tokens_app.management.base import TokenCommand, dumps, token_as_dict, validation_message
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(
+            f"invalid --expires-at {value!r}: use ISO-8601, e.g. 2030-01-31T12:00:00+00:00"
+        ) from None
+    # A date without a zone is read in the project's TIME_ZONE, as Django does.
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def _scope_list(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",")]
+    if not value.strip() or any(not name for name in names):
+        raise CommandError(f"invalid --scopes {value!r}: give comma-separated scope names")
+    return names
+
+
+class Command(TokenCommand):
+    help = (
+        "Issue an API token for USERNAME and print it once on stdout (alone, so "
+        "TOKEN=$(manage.py issue_token ...) works). The token cannot be shown again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username", help="Owner of the token (an existing, active user).")
+        parser.add_argument("--name", required=True, help="Name, unique among the owner's active tokens.")
+        parser.add_argument(
+            "--scopes", required=True, help="Comma-separated scopes, e.g. notes:read,notes:write."
+        )
+        expiry = parser.add_mutually_exclusive_group()
+        expiry.add_argument("--expires-in", help="Lifetime such as 30d, 12h or 90m.")
+        expiry.add_argument("--expires-at", help="Expiry as ISO-8601, e.g. 2030-01-31T12:00:00Z.")
+        expiry.add_argument(
+            "--no-expiry", action="store_true", help="Never expire (only if settings allow it)."
+        )
+        parser.add_argument("--description", default="", help="Free text: what the token is for.")
+        parser.add_argument(
+            "--json", action="store_true", help="Print one JSON object (key 'token') instead."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        owner = self.get_user(options["username"])
+        try:
+            issued = services.issue_token(
+                owner,
+                name=options["name"],
+                scopes=_scope_list(options["scopes"]),
+                description=options["description"],
+                expires_in=_duration(options["expires_in"]) if options["expires_in"] else None,
+                expires_at=_moment(options["expires_at"]) if options["expires_at"] else None,
+                never_expires=options["no_expiry"],
+                via="command",
+            )
+        except ValidationError as exc:
+            raise CommandError(validation_message(exc)) from None
+        if options["json"]:
+            self.stdout.write(dumps({"token": issued.plaintext, **token_as_dict(issued.token)}))
+        else:
+            self.stdout.write(issued.plaintext)

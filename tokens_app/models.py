@@ -1,0 +1,164 @@
+"""``APIToken`` and its audit trail ``TokenEvent``.
+
+The secret is never stored: only its hash. ``is_usable()`` and
+``APIToken.objects.usable()`` are the one validity rule; everything else asks them.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import models
+from django.db.models import Q
+from django.utils.functional import cached_property
+from django.utils.translation import gettext_lazy as _
+
+from tokens_app import clock, keys, scopes
+
+
+class TokenStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    EXPIRED = "expired", _("Expired")
+    REVOKED = "revoked", _("Revoked")
+    OWNER_INACTIVE = "owner_inactive", _("Owner inactive")
+
+
+def _owner_can_be_inactive() -> bool:
+    # Custom user models without an ``is_active`` field are always active.
+    return any(field.name == "is_active" for field in get_user_model()._meta.get_fields())
+
+
+class APITokenQuerySet(models.QuerySet["APIToken"]):
+    def usable(self, now: datetime | None = None) -> "APITokenQuerySet":
+        """Tokens that authenticate right now: the queryset twin of ``is_usable``."""
+        now = now or clock.now()
+        usable = self.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+        return usable.filter(owner__is_active=True) if _owner_can_be_inactive() else usable
+
+    def for_owner(self, owner: Any) -> "APITokenQuerySet":
+        return self.filter(owner=owner)
+
+
+class APIToken(models.Model):
+    """A hashed, scoped, expiring, revocable credential owned by one user."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        verbose_name=_("owner"),
+    )
+    name = models.CharField(_("name"), max_length=100)
+    description = models.TextField(_("description"), blank=True, max_length=1000)
+    key_id = models.CharField(
+        _("key id"),
+        max_length=keys.KEY_ID_LENGTH,
+        unique=True,
+        editable=False,
+        help_text=_("The token's public identifier. The secret part is never stored."),
+    )
+    secret_hash = models.CharField(_("secret hash"), max_length=255, editable=False)
+    scopes = models.JSONField(_("scopes"), default=list)
+    created_at = models.DateTimeField(_("created at"), default=clock.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("created by"),
+    )
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True, db_index=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("revoked by"),
+    )
+    revoke_reason = models.CharField(_("revoke reason"), max_length=200, blank=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(_("last used IP"), null=True, blank=True)
+
+    objects = APITokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["owner", "name"], name="tokens_app_owner_name_idx")]
+
+    def __str__(self) -> str:
+        # The key id and name only: never anything secret.
+        return f"{self.name} ({self.key_id})"
+
+    def status(self, now: datetime | None = None) -> TokenStatus:
+        """Return why this token does or does not authenticate; the one validity rule."""
+        now = now or clock.now()
+        if self.revoked_at is not None:
+            return TokenStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return TokenStatus.EXPIRED
+        if not getattr(self.owner, "is_active", True):
+            return TokenStatus.OWNER_INACTIVE
+        return TokenStatus.ACTIVE
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        """Return whether this token authenticates right now."""
+        return self.status(now) is TokenStatus.ACTIVE
+
+    @cached_property
+    def effective_scopes(self) -> frozenset[str]:
+        """The scopes this token may exercise now: granted, implied, and still holdable."""
+        return scopes.effective_scopes(self.scopes, self.owner)
+
+    def has_scope(self, name: str) -> bool:
+        """Return whether this token may exercise scope *name* right now."""
+        return name in self.effective_scopes
+
+
+class TokenEvent(models.Model):
+    """One entry of the audit trail, written in the transaction of the action it records."""
+
+    class Kind(models.TextChoices):
+        ISSUED = "issued", _("Issued")
+        REVOKED = "revoked", _("Revoked")
+        ROTATED = "rotated", _("Rotated")
+        UPDATED = "updated", _("Updated")
+
+    token = models.ForeignKey(
+        APIToken,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="events",
+        verbose_name=_("token"),
+    )
+    # A copy, so events stay meaningful after the token row is pruned.
+    key_id = models.CharField(_("key id"), max_length=keys.KEY_ID_LENGTH, db_index=True)
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("actor"),
+    )
+    created_at = models.DateTimeField(_("at"), default=clock.now, db_index=True)
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    via = models.CharField(_("via"), max_length=20, blank=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("token event")
+        verbose_name_plural = _("token events")
+        ordering = ("-created_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.key_id}"

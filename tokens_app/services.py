@@ -1,0 +1,367 @@
+"""Every business rule about tokens, once: issue, revoke, authenticate, look up.
+
+The admin, the REST API and the management commands are thin adapters over
+these functions; none of them decides anything that is decided here.
+"""
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from tokens_app import clock, hashing, keys, scopes
+from tokens_app.conf import token_settings
+from tokens_app.durations import format_duration
+from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent, TokenStatus
+
+logger = logging.getLogger("tokens_app")
+
+NAME_PATTERN = re.compile(r"^\w[\w .:@+/-]*$")
+MAX_NAME_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 1000
+MAX_REASON_LENGTH = 200
+_KEY_ID_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A freshly issued token and its plaintext, which exists only here (kept out of ``repr``)."""
+
+    token: APIToken
+    plaintext: str = field(repr=False)
+
+
+class InvalidToken(Exception):  # noqa: N818 — reads better at the raise sites
+    """Authentication failed. ``reason`` is for the server log only, never for the client."""
+
+    def __init__(self, reason: str, key_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key_id = key_id
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def _clean_name(name: Any, errors: dict[str, list[Any]]) -> str:
+    cleaned = name.strip() if isinstance(name, str) else ""
+    if not cleaned:
+        errors.setdefault("name", []).append(_("A token needs a name."))
+    elif len(cleaned) > MAX_NAME_LENGTH or not NAME_PATTERN.match(cleaned):
+        errors.setdefault("name", []).append(
+            _(
+                "Use at most %(max)d letters, digits, spaces and . : @ + / - "
+                "characters, starting with a letter or digit."
+            )
+            % {"max": MAX_NAME_LENGTH}
+        )
+    return cleaned
+
+
+def _clean_description(description: Any, errors: dict[str, list[Any]]) -> str:
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+        errors.setdefault("description", []).append(
+            _("The description must be text of at most %(max)d characters.")
+            % {"max": MAX_DESCRIPTION_LENGTH}
+        )
+        return ""
+    return description.strip()
+
+
+def _clean_scopes(
+    owner: Any, requested: Iterable[str], parent: APIToken | None, errors: dict[str, list[Any]]
+) -> list[str]:
+    names = sorted(set(requested)) if not isinstance(requested, str) else [requested]
+    registry = scopes.registry()
+    problems: list[Any] = []
+    if not names:
+        problems.append(_("Choose at least one scope."))
+    unknown = registry.undeclared(names)
+    if unknown:
+        problems.append(_("Unknown scopes: %(scopes)s.") % {"scopes": ", ".join(unknown)})
+    forbidden = [n for n in names if n in registry and not scopes.may_hold(owner, n)]
+    if forbidden:
+        problems.append(
+            _("The owner may not hold these scopes: %(scopes)s.") % {"scopes": ", ".join(forbidden)}
+        )
+    beyond_parent = [n for n in names if parent is not None and not parent.has_scope(n)]
+    if beyond_parent:
+        problems.append(
+            _("A token cannot grant scopes it does not hold: %(scopes)s.")
+            % {"scopes": ", ".join(beyond_parent)}
+        )
+    if problems:
+        errors.setdefault("scopes", []).extend(problems)
+    return names
+
+
+def _resolve_expiry(
+    now: datetime,
+    expires_at: datetime | None,
+    expires_in: timedelta | None,
+    never_expires: bool,
+    parent: APIToken | None,
+    errors: dict[str, list[Any]],
+) -> datetime | None:
+    conf = token_settings()
+    if sum((expires_at is not None, expires_in is not None, never_expires)) > 1:
+        errors.setdefault("expires_at", []).append(
+            _("Give one of an expiry time, a lifetime, or no expiry.")
+        )
+        return None
+    if expires_in is not None:
+        expires_at = now + expires_in
+    elif expires_at is None and not never_expires and conf.default_lifetime is not None:
+        expires_at = now + conf.default_lifetime
+    if expires_at is None:  # never expires: asked for, or the configured default
+        if not conf.allow_non_expiring:
+            errors.setdefault("expires_at", []).append(_("Tokens that never expire are not allowed."))
+        elif parent is not None and parent.expires_at is not None:
+            errors.setdefault("expires_at", []).append(
+                _("A token cannot outlive the token that creates it.")
+            )
+        return None
+    if expires_at.tzinfo is None:
+        errors.setdefault("expires_at", []).append(_("The expiry time needs a time zone."))
+    elif expires_at <= now:
+        errors.setdefault("expires_at", []).append(_("The expiry time must be in the future."))
+    elif conf.max_lifetime is not None and expires_at > now + conf.max_lifetime:
+        errors.setdefault("expires_at", []).append(
+            _("Tokens may live at most %(max)s.") % {"max": format_duration(conf.max_lifetime)}
+        )
+    elif parent is not None and parent.expires_at is not None and expires_at > parent.expires_at:
+        errors.setdefault("expires_at", []).append(
+            _("A token cannot outlive the token that creates it.")
+        )
+    return expires_at
+
+
+def _check_owner_quota(owner: Any, name: str, now: datetime) -> None:
+    active = APIToken.objects.for_owner(owner).usable(now)
+    if active.filter(name=name).exists():
+        raise ValidationError(
+            {"name": _("An active token named %(name)s already exists.") % {"name": name}}
+        )
+    limit = token_settings().max_active_tokens_per_user
+    if limit is not None and active.count() >= limit:
+        raise ValidationError(
+            ngettext(
+                "The owner already has %(limit)d active token, the most allowed.",
+                "The owner already has %(limit)d active tokens, the most allowed.",
+                limit,
+            )
+            % {"limit": limit}
+        )
+
+
+def _lock_owner(owner: Any) -> None:
+    # Serialises issuing per owner (on databases with row locks), so the name
+    # and quota checks cannot be raced by two concurrent requests.
+    user_model = get_user_model()
+    user_model._default_manager.select_for_update().filter(pk=owner.pk).exists()
+
+
+# --- issuing and revoking ---------------------------------------------------------------
+
+
+def _record(
+    token: APIToken,
+    kind: str,
+    *,
+    actor: Any,
+    ip: str | None,
+    via: str,
+    detail: dict[str, Any] | None = None,
+) -> TokenEvent:
+    return TokenEvent.objects.create(
+        token=token,
+        key_id=token.key_id,
+        kind=kind,
+        actor=actor if getattr(actor, "pk", None) else None,
+        created_at=clock.now(),
+        ip=ip,
+        via=via,
+        detail=detail or {},
+    )
+
+
+def _insert_with_fresh_key_id(token: APIToken) -> str:
+    prefix = token_settings().prefix
+    for _attempt in range(_KEY_ID_ATTEMPTS):
+        key_id, secret = keys.generate_key_id(), keys.generate_secret()
+        token.key_id = key_id
+        token.secret_hash = hashing.hash_secret(secret)
+        try:
+            with transaction.atomic():
+                token.save(force_insert=True)
+        except IntegrityError:
+            # Only a key-id collision is retried; anything else is a real error.
+            if not APIToken.objects.filter(key_id=key_id).exists():
+                raise
+            token.pk = None
+            continue
+        return keys.assemble(prefix, key_id, secret)
+    raise IntegrityError("could not find a free key id")
+
+
+def issue_token(
+    owner: Any,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    description: str = "",
+    expires_at: datetime | None = None,
+    expires_in: timedelta | None = None,
+    never_expires: bool = False,
+    actor: Any = None,
+    ip: str | None = None,
+    via: str = "",
+    parent: APIToken | None = None,
+) -> IssuedToken:
+    """Issue a token for *owner*; the one issuing path (admin, API and commands call it).
+
+    Without an expiry the configured default lifetime applies. *parent* is the
+    token the request authenticated with, if any: the new token can hold no
+    scope and outlive no date that the parent cannot. Raise ``ValidationError``
+    (keyed by field) and write nothing when any rule is broken.
+    """
+    now = clock.now()
+    errors: dict[str, list[Any]] = {}
+    if owner is None or not getattr(owner, "is_active", False):
+        errors["owner"] = [_("The owner must be an active user.")]
+    clean_name = _clean_name(name, errors)
+    clean_description = _clean_description(description, errors)
+    scope_names = _clean_scopes(owner, scopes, parent, errors)
+    expiry = _resolve_expiry(now, expires_at, expires_in, never_expires, parent, errors)
+    if errors:
+        raise ValidationError(errors)
+    token = APIToken(
+        owner=owner,
+        name=clean_name,
+        description=clean_description,
+        scopes=scope_names,
+        created_at=now,
+        created_by=actor if getattr(actor, "pk", None) else None,
+        expires_at=expiry,
+    )
+    with transaction.atomic():
+        _lock_owner(owner)
+        _check_owner_quota(owner, clean_name, now)
+        plaintext = _insert_with_fresh_key_id(token)
+        _record(
+            token,
+            TokenEvent.Kind.ISSUED,
+            actor=actor,
+            ip=ip,
+            via=via,
+            detail={"scopes": scope_names, "expires_at": expiry.isoformat() if expiry else None},
+        )
+    logger.info("Issued API token %s for user pk=%s via %s", token.key_id, owner.pk, via or "code")
+    return IssuedToken(token=token, plaintext=plaintext)
+
+
+def revoke_token(
+    token: APIToken,
+    *,
+    actor: Any = None,
+    reason: str = "",
+    ip: str | None = None,
+    via: str = "",
+) -> bool:
+    """Revoke *token* at once; the single revoke path. Return whether this call revoked it.
+
+    Revoking an already revoked token changes nothing and returns ``False``.
+    """
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+        raise ValidationError(
+            {"reason": _("The reason must be text of at most %(max)d characters.")
+             % {"max": MAX_REASON_LENGTH}}
+        )
+    now = clock.now()
+    revoked_by = actor if getattr(actor, "pk", None) else None
+    with transaction.atomic():
+        changed = APIToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=now, revoked_by=revoked_by, revoke_reason=reason.strip()
+        )
+        if changed:
+            _record(token, TokenEvent.Kind.REVOKED, actor=actor, ip=ip, via=via,
+                    detail={"reason": reason.strip()})
+    token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
+    if changed:
+        logger.info("Revoked API token %s via %s", token.key_id, via or "code")
+    return bool(changed)
+
+
+# --- look-ups ---------------------------------------------------------------------------
+
+
+def find_token(reference: str) -> APIToken | None:
+    """Return the token named by a key id or by a full token string, or ``None``.
+
+    A full token is recognised by its checksum; its secret is not needed to name it.
+    """
+    parsed = keys.parse(reference.strip(), token_settings().prefix) if reference else None
+    key_id = parsed.key_id if parsed else reference.strip()
+    if not keys.is_valid_key_id(key_id):
+        return None
+    return APIToken.objects.select_related("owner").filter(key_id=key_id).first()
+
+
+def tokens_for(owner: Any = None) -> APITokenQuerySet:
+    """Return tokens (of *owner*, or all), newest first, with owners joined."""
+    queryset = APIToken.objects.select_related("owner")
+    return queryset.for_owner(owner) if owner is not None else queryset
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+def _touch_last_used(token: APIToken, now: datetime, ip: str | None) -> None:
+    interval = token_settings().last_used_interval
+    if token.last_used_at is not None and now - token.last_used_at < interval:
+        return
+    # Conditional, so concurrent requests write at most once per interval.
+    APIToken.objects.filter(pk=token.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - interval)
+    ).update(last_used_at=now, last_used_ip=ip)
+    token.last_used_at, token.last_used_ip = now, ip
+
+
+def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
+    """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
+
+    Malformed input fails before any query; a well-formed one costs one query
+    (token joined with owner). Unknown ids run a dummy verification so they
+    cost what a wrong secret costs. Besides the rare hash upgrade, the only
+    write is the ``last_used`` stamp, at most once per configured interval.
+    """
+    parsed = keys.parse(raw, token_settings().prefix)
+    if parsed is None:
+        raise InvalidToken("malformed")
+    token = APIToken.objects.select_related("owner").filter(key_id=parsed.key_id).first()
+    if token is None:
+        hashing.burn_verification_time(parsed.secret)
+        raise InvalidToken("unknown key id", parsed.key_id)
+    matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
+    if not matches:
+        raise InvalidToken("wrong secret", token.key_id)
+    now = clock.now()
+    status = token.status(now)
+    if status is not TokenStatus.ACTIVE:
+        raise InvalidToken(status.value, token.key_id)
+    if upgraded:
+        APIToken.objects.filter(pk=token.pk, secret_hash=token.secret_hash).update(
+            secret_hash=upgraded
+        )
+        token.secret_hash = upgraded
+    _touch_last_used(token, now, ip)
+    return token
