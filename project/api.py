@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tokens_app import scopes
+from tokens_app.models import APIToken
 
 
 class WhoAmIView(APIView):
@@ -17,9 +18,9 @@ class WhoAmIView(APIView):
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         credential = request.auth
-        if hasattr(credential, "effective_scopes"):
-            kind, names = "api_token", credential.effective_scopes
-            key_id = credential.key_id
+        key_id: str | None
+        if isinstance(credential, APIToken):
+            kind, names, key_id = "api_token", credential.effective_scopes, credential.key_id
         else:
             kind, key_id = "session", None
             names = frozenset(scope.name for scope in scopes.holdable_scopes(request.user))

@@ -178,8 +178,11 @@ def test_demoted_user_loses_staff_only_scopes_at_request_time(api, staff, issue)
 
 
 def test_hash_upgrade_on_use_when_hasher_changes(api, alice, issue, settings):
-    settings.API_TOKENS = {**settings.API_TOKENS, "HASHER": "argon2",
-                           "ARGON2_OPTIONS": {"time_cost": 1, "memory_cost": 1024}}
+    settings.API_TOKENS = {
+        **settings.API_TOKENS,
+        "HASHER": "argon2",
+        "ARGON2_OPTIONS": {"time_cost": 1, "memory_cost": 1024},
+    }
     issued = issue(alice)
     assert APIToken.objects.get(pk=issued.token.pk).secret_hash.startswith("$argon2id$")
     settings.API_TOKENS = {**settings.API_TOKENS, "HASHER": "hmac-sha256"}
@@ -188,7 +191,9 @@ def test_hash_upgrade_on_use_when_hasher_changes(api, alice, issue, settings):
     assert api.get(NOTES, **bearer(issued.plaintext)).status_code == 200
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=st.text(max_size=300) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
 def test_arbitrary_header_values_never_error_and_never_pass(api, value):
     for header in (value, f"Bearer {value}", f"Bearer tka_{value}"):

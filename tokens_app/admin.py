@@ -11,7 +11,6 @@ from django.http import HttpRequest
 
 from tokens_app.models import APIToken
 
-
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[APIToken]
 else:  # ModelAdmin is generic only in the type stubs
@@ -24,8 +23,19 @@ class APITokenAdmin(_ModelAdmin):
     list_select_related = ("owner",)
     search_fields = ("name", "key_id", "owner__username")
     fields = (
-        "owner", "name", "description", "key_id", "scopes", "created_at", "created_by",
-        "expires_at", "revoked_at", "revoked_by", "revoke_reason", "last_used_at", "last_used_ip",
+        "owner",
+        "name",
+        "description",
+        "key_id",
+        "scopes",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+        "revoke_reason",
+        "last_used_at",
+        "last_used_ip",
     )
     readonly_fields = fields
 

@@ -55,7 +55,9 @@ class APITokenAuthentication(BaseAuthentication):
             )
             # Read by authenticate_header to add error="invalid_token" (RFC 6750).
             setattr(request, _INVALID_FLAG, True)
-            raise exceptions.AuthenticationFailed(_("Invalid token."), code="invalid_token") from None
+            raise exceptions.AuthenticationFailed(
+                _("Invalid token."), code="invalid_token"
+            ) from None
         return token.owner, token
 
     def authenticate_header(self, request: Request) -> str:

@@ -26,8 +26,11 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="Fix settings.API_TOKENS.", id="tokens_app.E001")]
     return [
-        Error(f"API_TOKENS['SCOPES']: {problem}.", hint="Fix the scope declaration.",
-              id="tokens_app.E002")
+        Error(
+            f"API_TOKENS['SCOPES']: {problem}.",
+            hint="Fix the scope declaration.",
+            id="tokens_app.E002",
+        )
         for problem in scopes.declaration_problems(declared)
     ]
 
@@ -51,9 +54,7 @@ def _uses_has_scope(permission: Any) -> bool:
 def _declared_names(declared: Any) -> list[Any]:
     values = declared.values() if isinstance(declared, dict) else [declared]
     return [
-        name
-        for value in values
-        for name in (value if isinstance(value, list | tuple) else [value])
+        name for value in values for name in (value if isinstance(value, list | tuple) else [value])
     ]
 
 
@@ -82,20 +83,24 @@ def check_view_scopes(app_configs: Sequence[AppConfig] | None, **kwargs: Any) ->
             if (view_class, str(name)) in seen or (isinstance(name, str) and name in registry):
                 continue
             seen.add((view_class, str(name)))
-            messages.append(Error(
-                f"{view_name} (/{route}) requires undeclared scope {name!r}.",
-                hint="Declare it in API_TOKENS['SCOPES'] or correct the name.",
-                obj=view_class,
-                id="tokens_app.E003",
-            ))
+            messages.append(
+                Error(
+                    f"{view_name} (/{route}) requires undeclared scope {name!r}.",
+                    hint="Declare it in API_TOKENS['SCOPES'] or correct the name.",
+                    obj=view_class,
+                    id="tokens_app.E003",
+                )
+            )
         if declared is None and any(_uses_has_scope(p) for p in permissions or ()):
-            messages.append(Warning(
-                f"{view_name} (/{route}) uses HasScope but declares no required_scopes; "
-                "every request to it is refused.",
-                hint="Set required_scopes on the view.",
-                obj=view_class,
-                id="tokens_app.W001",
-            ))
+            messages.append(
+                Warning(
+                    f"{view_name} (/{route}) uses HasScope but declares no required_scopes; "
+                    "every request to it is refused.",
+                    hint="Set required_scopes on the view.",
+                    obj=view_class,
+                    id="tokens_app.W001",
+                )
+            )
     return messages
 
 
@@ -108,16 +113,20 @@ def check_deploy(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list
         return []  # reported by check_settings
     messages: list[CheckMessage] = []
     if conf.hash_key_is_derived:
-        messages.append(Warning(
-            "API_TOKENS['HASH_KEY'] is not set; the token hash key is derived from SECRET_KEY.",
-            hint="Set a separate random HASH_KEY of at least 32 characters so that rotating "
-            "SECRET_KEY does not invalidate every token, and one leak does not expose both.",
-            id="tokens_app.W002",
-        ))
+        messages.append(
+            Warning(
+                "API_TOKENS['HASH_KEY'] is not set; the token hash key is derived from SECRET_KEY.",
+                hint="Set a separate random HASH_KEY of at least 32 characters so that rotating "
+                "SECRET_KEY does not invalidate every token, and one leak does not expose both.",
+                id="tokens_app.W002",
+            )
+        )
     if conf.allow_non_expiring:
-        messages.append(Warning(
-            "API_TOKENS['ALLOW_NON_EXPIRING'] is True: tokens may never expire.",
-            hint="Prefer expiring tokens and rotation.",
-            id="tokens_app.W003",
-        ))
+        messages.append(
+            Warning(
+                "API_TOKENS['ALLOW_NON_EXPIRING'] is True: tokens may never expire.",
+                hint="Prefer expiring tokens and rotation.",
+                id="tokens_app.W003",
+            )
+        )
     return messages

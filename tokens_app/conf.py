@@ -97,7 +97,11 @@ def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, t
                 f"{MIN_HASH_KEY_LENGTH} characters"
             )
             break
-    old_keys = tuple(k.encode() for k in old if isinstance(k, str)) if isinstance(old, list | tuple) else ()
+    old_keys = (
+        tuple(k.encode() for k in old if isinstance(k, str))
+        if isinstance(old, list | tuple)
+        else ()
+    )
     if configured is None:
         return _derive_hash_key(str(getattr(settings, "SECRET_KEY", ""))), True, old_keys
     return str(configured).encode(), False, old_keys
@@ -106,7 +110,7 @@ def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, t
 def _positive_int_or_none(raw: dict[str, Any], name: str, problems: list[str]) -> int | None:
     value = raw[name]
     if value is None or (type(value) is int and value > 0):
-        return value  # type: ignore[no-any-return]
+        return value
     problems.append(f"{name} must be a positive integer or None")
     return None
 
@@ -123,7 +127,8 @@ def _check_argon2(options: Any, problems: list[str]) -> None:
         for key, value in options.items()
     ):
         problems.append(
-            "ARGON2_OPTIONS must map some of " + ", ".join(sorted(_ARGON2_OPTIONS))
+            "ARGON2_OPTIONS must map some of "
+            + ", ".join(sorted(_ARGON2_OPTIONS))
             + " to positive integers"
         )
 
@@ -141,7 +146,9 @@ def load(raw_settings: Any) -> TokenSettings:
 
     prefix = raw["TOKEN_PREFIX"]
     if not isinstance(prefix, str) or not keys.PREFIX_PATTERN.match(prefix):
-        problems.append("TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter")
+        problems.append(
+            "TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter"
+        )
     if not isinstance(raw["SCOPES"], Mapping):
         problems.append("SCOPES must be a dict of scope name to description")
     default_lifetime = _duration(raw, "DEFAULT_LIFETIME", problems, optional=True)

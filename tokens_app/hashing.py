@@ -82,10 +82,10 @@ class HMACSHA256Hasher(HasherProtocol):
 
 @cached_until_settings_change
 def password_hash() -> PasswordHash:
-    """Return the configured ``PasswordHash``: the current hasher first, the other still verifying."""
+    """Return the configured ``PasswordHash``: current hasher first, the other still verifying."""
     conf = token_settings()
     hmac_hasher = HMACSHA256Hasher([conf.hash_key, *conf.old_hash_keys])
-    argon2_hasher = Argon2Hasher(**conf.argon2_options)
+    argon2_hasher = Argon2Hasher(**conf.argon2_options)  # type: ignore[arg-type]
     if conf.hasher == "argon2":
         return PasswordHash((argon2_hasher, hmac_hasher))
     return PasswordHash((hmac_hasher, argon2_hasher))

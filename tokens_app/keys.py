@@ -94,4 +94,3 @@ def parse(value: str, prefix: str) -> ParsedToken | None:
     if not hmac.compare_digest(given, checksum(key_id, secret)):
         return None
     return ParsedToken(key_id=key_id, secret=secret)
-

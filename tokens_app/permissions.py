@@ -64,7 +64,9 @@ class HasScope(BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         required = required_scopes(view, request.method or "")
         if required is None:
-            logger.warning("%s declares no required_scopes for %s", type(view).__name__, request.method)
+            logger.warning(
+                "%s declares no required_scopes for %s", type(view).__name__, request.method
+            )
             return False
         user = request.user
         if not (user and user.is_authenticated):

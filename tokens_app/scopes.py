@@ -47,13 +47,16 @@ def _declaration_problems(name: Any, declaration: Any) -> list[str]:
         return []
     if not isinstance(declaration, Mapping):
         return [f"scope {name!r} must be declared with a description or a dict"]
-    problems = [f"scope {name!r} has unknown key {key!r}" for key in sorted(
-        set(declaration) - {"description", "requires", "implies"})]
+    problems = [
+        f"scope {name!r} has unknown key {key!r}"
+        for key in sorted(set(declaration) - {"description", "requires", "implies"})
+    ]
     if not isinstance(declaration.get("description", ""), str):
         problems.append(f"scope {name!r}: description must be a string")
     requires = declaration.get("requires")
     if requires is not None and not (
-        requires in ROLE_REQUIREMENTS or (isinstance(requires, str) and PERMISSION_NAME.match(requires))
+        requires in ROLE_REQUIREMENTS
+        or (isinstance(requires, str) and PERMISSION_NAME.match(requires))
     ):
         problems.append(
             f"scope {name!r}: requires must be 'staff', 'superuser' or 'app_label.codename'"

@@ -124,7 +124,9 @@ def _resolve_expiry(
         expires_at = now + conf.default_lifetime
     if expires_at is None:  # never expires: asked for, or the configured default
         if not conf.allow_non_expiring:
-            errors.setdefault("expires_at", []).append(_("Tokens that never expire are not allowed."))
+            errors.setdefault("expires_at", []).append(
+                _("Tokens that never expire are not allowed.")
+            )
         elif parent is not None and parent.expires_at is not None:
             errors.setdefault("expires_at", []).append(
                 _("A token cannot outlive the token that creates it.")
@@ -283,8 +285,10 @@ def revoke_token(
     """
     if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
         raise ValidationError(
-            {"reason": _("The reason must be text of at most %(max)d characters.")
-             % {"max": MAX_REASON_LENGTH}}
+            {
+                "reason": _("The reason must be text of at most %(max)d characters.")
+                % {"max": MAX_REASON_LENGTH}
+            }
         )
     now = clock.now()
     revoked_by = actor if getattr(actor, "pk", None) else None
@@ -293,8 +297,14 @@ def revoke_token(
             revoked_at=now, revoked_by=revoked_by, revoke_reason=reason.strip()
         )
         if changed:
-            _record(token, TokenEvent.Kind.REVOKED, actor=actor, ip=ip, via=via,
-                    detail={"reason": reason.strip()})
+            _record(
+                token,
+                TokenEvent.Kind.REVOKED,
+                actor=actor,
+                ip=ip,
+                via=via,
+                detail={"reason": reason.strip()},
+            )
     token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
     if changed:
         logger.info("Revoked API token %s via %s", token.key_id, via or "code")

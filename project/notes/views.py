@@ -2,31 +2,35 @@
 
 from django.db.models import QuerySet
 from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.serializers import BaseSerializer
 
 from project.notes.models import Note
 from project.notes.serializers import NoteSerializer
 from tokens_app.permissions import HasScope
 
 
-class OwnNotesMixin:
+def own_notes(request: Request) -> QuerySet[Note]:
     """Only the caller's notes exist: another user's note is a 404 like a missing one."""
-
-    request: object
-
-    def get_queryset(self) -> QuerySet[Note]:
-        return Note.objects.filter(owner=self.request.user)  # type: ignore[attr-defined]
+    return Note.objects.filter(owner=request.user.pk)
 
 
-class NoteListView(OwnNotesMixin, generics.ListCreateAPIView[Note]):
+class NoteListView(generics.ListCreateAPIView[Note]):
     serializer_class = NoteSerializer
     permission_classes = [HasScope]
     required_scopes = {"GET": ["notes:read"], "POST": ["notes:write"]}
 
-    def perform_create(self, serializer: NoteSerializer) -> None:
+    def get_queryset(self) -> QuerySet[Note]:
+        return own_notes(self.request)
+
+    def perform_create(self, serializer: BaseSerializer[Note]) -> None:
         serializer.save(owner=self.request.user)
 
 
-class NoteDetailView(OwnNotesMixin, generics.RetrieveDestroyAPIView[Note]):
+class NoteDetailView(generics.RetrieveDestroyAPIView[Note]):
     serializer_class = NoteSerializer
     permission_classes = [HasScope]
     required_scopes = {"GET": ["notes:read"], "DELETE": ["notes:write"]}
+
+    def get_queryset(self) -> QuerySet[Note]:
+        return own_notes(self.request)

@@ -45,7 +45,9 @@ class Command(TokenCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username", help="Owner of the token (an existing, active user).")
-        parser.add_argument("--name", required=True, help="Name, unique among the owner's active tokens.")
+        parser.add_argument(
+            "--name", required=True, help="Name, unique among the owner's active tokens."
+        )
         parser.add_argument(
             "--scopes", required=True, help="Comma-separated scopes, e.g. notes:read,notes:write."
         )

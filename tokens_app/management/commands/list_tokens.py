@@ -32,4 +32,6 @@ class Command(TokenCommand):
         table = [list(_COLUMNS)] + [[_cell(row[c]) for c in _COLUMNS] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
         for line in table:
-            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+            self.stdout.write(
+                "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            )

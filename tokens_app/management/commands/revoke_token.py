@@ -14,7 +14,9 @@ class Command(TokenCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("reference", metavar="KEY_ID_OR_TOKEN", help="Key id or full token.")
-        parser.add_argument("--reason", default="", help="Why it is revoked (kept in the audit trail).")
+        parser.add_argument(
+            "--reason", default="", help="Why it is revoked (kept in the audit trail)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         token = services.find_token(options["reference"])
@@ -28,4 +30,6 @@ class Command(TokenCommand):
         if revoked:
             self.stdout.write(f"Revoked token {token.key_id} ({token.name!r} of {owner}).")
         else:
-            self.stdout.write(f"Token {token.key_id} ({token.name!r} of {owner}) was already revoked.")
+            self.stdout.write(
+                f"Token {token.key_id} ({token.name!r} of {owner}) was already revoked."
+            )
