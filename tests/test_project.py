@@ -1,0 +1,132 @@
+"""The example project: notes isolation, whoami, sessions, settings from the environment."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from project.notes.models import Note
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_other_users_note_is_404_identical_to_missing(api, alice, bob, issue):
+    theirs = Note.objects.create(owner=bob, title="private")
+    token = issue(alice, ["notes:write"]).plaintext
+    other = api.get(f"/api/notes/{theirs.pk}/", **bearer(token))
+    missing = api.get(f"/api/notes/{theirs.pk + 1000}/", **bearer(token))
+    assert other.status_code == missing.status_code == 404
+    assert other.content == missing.content
+    assert api.delete(f"/api/notes/{theirs.pk}/", **bearer(token)).status_code == 404
+    assert Note.objects.filter(pk=theirs.pk).exists()
+    assert api.get("/api/notes/", **bearer(token)).json()["results"] == []
+
+
+def test_owner_reads_and_deletes_own_note(api, alice, issue):
+    mine = Note.objects.create(owner=alice, title="mine", body="b")
+    reader = issue(alice, ["notes:read"]).plaintext
+    writer = issue(alice, ["notes:write"]).plaintext
+    assert api.get(f"/api/notes/{mine.pk}/", **bearer(reader)).json()["title"] == "mine"
+    assert api.delete(f"/api/notes/{mine.pk}/", **bearer(reader)).status_code == 403
+    assert api.delete(f"/api/notes/{mine.pk}/", **bearer(writer)).status_code == 204
+    assert not Note.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "payload", [{}, {"title": ""}, {"title": "t", "owner": 2}, {"title": "x" * 201}]
+)
+def test_bad_note_input_is_400_and_writes_nothing(api, alice, issue, payload):
+    token = issue(alice, ["notes:write"]).plaintext
+    response = api.post("/api/notes/", payload, format="json", **bearer(token))
+    assert response.status_code == 400
+    assert not Note.objects.exists()
+
+
+def test_session_user_uses_the_api_with_csrf(alice):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.get("/api/notes/").status_code == 200
+    assert client.post("/api/notes/", {"title": "t"}, format="json").status_code == 403
+    who = client.get("/api/whoami/").json()
+    assert who["credential"] == "session"
+    assert "audit:read" not in who["scopes"]
+    assert "notes:write" in who["scopes"]
+
+
+def test_session_staff_holds_staff_scopes(api, staff):
+    api.force_login(staff)
+    assert "audit:read" in api.get("/api/whoami/").json()["scopes"]
+
+
+def test_whoami_needs_credentials(api):
+    response = api.get("/api/whoami/")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_home_page_and_admin_login_render(client):
+    assert b"tokens_app" in client.get("/").content
+    assert client.get("/admin/login/").status_code == 200
+
+
+def test_demo_fixture_loads_users_with_roles(django_user_model):
+    call_command("loaddata", str(ROOT / "fixtures" / "demo.json"), verbosity=0)
+    users = {u.username: (u.is_staff, u.is_superuser) for u in django_user_model.objects.all()}
+    assert users == {
+        "admin": (True, True),
+        "staff": (True, False),
+        "alice": (False, False),
+        "bob": (False, False),
+    }
+    assert django_user_model.objects.get(username="alice").check_password("alice-demo-pass")
+
+
+def _settings_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(DJANGO_SETTINGS_MODULE="project.settings", **overrides)
+    return env
+
+
+def _run_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 — fixed argv, our own manage.py
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DJANGO_DEBUG": "0"}, "DJANGO_SECRET_KEY must be set"),
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be"),
+        ({"DJANGO_SECURE": "2"}, "DJANGO_SECURE must be"),
+    ],
+)
+def test_unsafe_or_unclear_environment_refuses_to_start(env, message):
+    result = _run_check(_settings_env(**env))
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_production_environment_starts_with_a_secret(tmp_path):
+    env = _settings_env(
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY="a-long-random-production-secret-for-the-test-only-123456",
+        DJANGO_ALLOWED_HOSTS="api.example.com",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    result = _run_check(env)
+    assert result.returncode == 0, result.stderr

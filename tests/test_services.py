@@ -1,0 +1,236 @@
+"""Business rules of issuing, revoking and authenticating, through services only."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+
+from tokens_app import hashing, keys, services
+from tokens_app.models import APIToken, TokenEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def error_fields(excinfo: pytest.ExceptionInfo[ValidationError]) -> set[str]:
+    return set(excinfo.value.message_dict)
+
+
+def test_issue_stores_hash_not_secret_and_records_event(alice, staff, clock):
+    issued = services.issue_token(
+        alice, name="ci", scopes=["notes:read", "notes:read"], actor=staff, ip="10.1.2.3", via="test"
+    )
+    token = APIToken.objects.get(pk=issued.token.pk)
+    parsed = keys.parse(issued.plaintext, "tka")
+    assert parsed is not None and parsed.key_id == token.key_id
+    assert parsed.secret not in token.secret_hash
+    assert hashing.verify_secret(parsed.secret, token.secret_hash)[0]
+    assert token.scopes == ["notes:read"]
+    assert token.created_by == staff
+    assert token.expires_at == clock.current + timedelta(days=30)
+    event = TokenEvent.objects.get()
+    assert (event.kind, event.key_id, event.actor, event.ip, event.via) == (
+        "issued", token.key_id, staff, "10.1.2.3", "test"
+    )
+    assert issued.plaintext not in repr(issued)
+
+
+def test_key_ids_are_random_not_sequential(alice, issue):
+    ids = {issue(alice).token.key_id for _ in range(5)}
+    assert len(ids) == 5
+    assert all(keys.is_valid_key_id(key_id) for key_id in ids)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "bad\nname"}, "name"),
+        ({"name": "-leading"}, "name"),
+        ({"name": None}, "name"),
+        ({"description": "d" * 1001}, "description"),
+        ({"description": 5}, "description"),
+        ({"scopes": []}, "scopes"),
+        ({"scopes": ["nope:read"]}, "scopes"),
+        ({"scopes": ["audit:read"]}, "scopes"),
+        ({"expires_in": timedelta(days=366)}, "expires_at"),
+        ({"expires_in": timedelta(seconds=-1)}, "expires_at"),
+        ({"never_expires": True}, "expires_at"),
+        ({"expires_in": timedelta(days=1), "never_expires": True}, "expires_at"),
+    ],
+)
+def test_bad_issue_input_is_refused_and_writes_nothing(alice, clock, kwargs, field):
+    arguments = {"name": "ok", "scopes": ["notes:read"], **kwargs}
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, **arguments)
+    assert field in error_fields(excinfo)
+    assert not APIToken.objects.exists()
+    assert not TokenEvent.objects.exists()
+
+
+def test_naive_and_past_expiry_times_are_refused(alice, clock):
+    for moment in (clock.current.replace(tzinfo=None) + timedelta(days=1), clock.current):
+        with pytest.raises(ValidationError) as excinfo:
+            services.issue_token(alice, name="x", scopes=["notes:read"], expires_at=moment)
+        assert error_fields(excinfo) == {"expires_at"}
+
+
+def test_inactive_owner_cannot_be_issued_a_token(alice):
+    alice.is_active = False
+    alice.save()
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, name="x", scopes=["notes:read"])
+    assert "owner" in error_fields(excinfo)
+
+
+def test_string_scopes_are_one_name_not_characters(alice):
+    issued = services.issue_token(alice, name="x", scopes="notes:read")
+    assert issued.token.scopes == ["notes:read"]
+
+
+def test_staff_may_hold_staff_scope(staff, issue):
+    assert issue(staff, ["audit:read"]).token.scopes == ["audit:read"]
+
+
+def test_name_is_unique_among_active_tokens_only(alice, issue, clock):
+    first = issue(alice, name="ci", expires_in=timedelta(hours=1))
+    with pytest.raises(ValidationError) as excinfo:
+        issue(alice, name="ci")
+    assert error_fields(excinfo) == {"name"}
+    clock.advance(hours=2)  # the first one has expired: the name is free again
+    issue(alice, name="ci")
+    services.revoke_token(first.token)
+    assert APIToken.objects.filter(name="ci").count() == 2
+
+
+def test_other_owners_may_reuse_a_name(alice, bob, issue):
+    issue(alice, name="ci")
+    issue(bob, name="ci")
+    assert APIToken.objects.filter(name="ci").count() == 2
+
+
+def test_per_user_active_token_limit(alice, bob, issue, settings):
+    settings.API_TOKENS = {**settings.API_TOKENS, "MAX_ACTIVE_TOKENS_PER_USER": 2}
+    first = issue(alice)
+    issue(alice)
+    with pytest.raises(ValidationError, match="2 active tokens"):
+        issue(alice)
+    issue(bob)  # the limit is per owner
+    services.revoke_token(first.token)
+    issue(alice)  # revoked tokens do not count
+
+
+def test_non_expiring_tokens_when_allowed(alice, settings):
+    settings.API_TOKENS = {
+        **settings.API_TOKENS, "ALLOW_NON_EXPIRING": True, "DEFAULT_LIFETIME": None
+    }
+    assert services.issue_token(alice, name="a", scopes=["notes:read"]).token.expires_at is None
+    explicit = services.issue_token(alice, name="b", scopes=["notes:read"], never_expires=True)
+    assert explicit.token.expires_at is None
+
+
+def test_parent_token_cannot_mint_more_scopes_or_longer_life(alice, issue, clock):
+    parent = issue(alice, ["notes:write"], expires_in=timedelta(days=2)).token
+    child = services.issue_token(
+        alice, name="child", scopes=["notes:read"], parent=parent, expires_in=timedelta(days=1)
+    )
+    assert child.token.scopes == ["notes:read"]  # implied by notes:write
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, name="c2", scopes=["tokens:read"], parent=parent,
+                             expires_in=timedelta(days=1))
+    assert error_fields(excinfo) == {"scopes"}
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, name="c3", scopes=["notes:read"], parent=parent,
+                             expires_in=timedelta(days=3))
+    assert error_fields(excinfo) == {"expires_at"}
+
+
+def test_parent_with_expiry_cannot_mint_non_expiring_token(alice, issue, settings):
+    settings.API_TOKENS = {**settings.API_TOKENS, "ALLOW_NON_EXPIRING": True}
+    parent = issue(alice, ["notes:read"]).token
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, name="c", scopes=["notes:read"], parent=parent,
+                             never_expires=True)
+    assert error_fields(excinfo) == {"expires_at"}
+
+
+def test_key_id_collision_is_retried(alice, issue, monkeypatch):
+    existing = issue(alice).token.key_id
+    fresh = iter([existing, existing, "Z" * keys.KEY_ID_LENGTH])
+    monkeypatch.setattr(keys, "generate_key_id", lambda: next(fresh))
+    issued = issue(alice)
+    assert issued.token.key_id == "Z" * keys.KEY_ID_LENGTH
+    assert services.authenticate(issued.plaintext) == issued.token
+
+
+def test_key_id_collisions_without_end_fail_loudly(alice, issue, monkeypatch):
+    existing = issue(alice).token.key_id
+    monkeypatch.setattr(keys, "generate_key_id", lambda: existing)
+    with pytest.raises(IntegrityError):
+        issue(alice)
+    assert APIToken.objects.count() == 1
+
+
+def test_revoke_is_idempotent_and_audited(alice, staff, issue, clock):
+    token = issue(alice).token
+    assert services.revoke_token(token, actor=staff, reason="  leaked ", via="test") is True
+    assert services.revoke_token(token, actor=staff, reason="again") is False
+    token.refresh_from_db()
+    assert (token.revoked_at, token.revoked_by, token.revoke_reason) == (clock.current, staff, "leaked")
+    events = TokenEvent.objects.filter(kind="revoked")
+    assert [(e.key_id, e.detail) for e in events] == [(token.key_id, {"reason": "leaked"})]
+
+
+def test_revoke_with_overlong_reason_changes_nothing(alice, issue):
+    token = issue(alice).token
+    with pytest.raises(ValidationError):
+        services.revoke_token(token, reason="r" * 201)
+    token.refresh_from_db()
+    assert token.revoked_at is None
+
+
+def test_find_token_by_key_id_or_full_token(alice, issue):
+    issued = issue(alice)
+    assert services.find_token(issued.token.key_id) == issued.token
+    assert services.find_token(f"  {issued.plaintext} ") == issued.token
+    for reference in ("", "nope", "x" * keys.KEY_ID_LENGTH + "!", "A" * keys.KEY_ID_LENGTH):
+        assert services.find_token(reference) is None
+
+
+def test_tokens_for_lists_one_owner_or_all(alice, bob, issue):
+    mine = issue(alice).token
+    theirs = issue(bob).token
+    assert list(services.tokens_for(alice)) == [mine]
+    assert set(services.tokens_for()) == {mine, theirs}
+
+
+@pytest.mark.parametrize("reason", ["malformed", "unknown key id", "wrong secret"])
+def test_authenticate_failures_carry_a_log_reason(alice, issue, reason):
+    issued = issue(alice)
+    raw = {
+        "malformed": "garbage",
+        "unknown key id": keys.assemble("tka", "Q" * keys.KEY_ID_LENGTH, keys.generate_secret()),
+        "wrong secret": keys.assemble("tka", issued.token.key_id, keys.generate_secret()),
+    }[reason]
+    with pytest.raises(services.InvalidToken) as excinfo:
+        services.authenticate(raw)
+    assert excinfo.value.reason == reason
+
+
+def test_authenticate_rejects_corrupt_stored_hash(alice, issue):
+    issued = issue(alice)
+    APIToken.objects.filter(pk=issued.token.pk).update(secret_hash="$unknown$hash")
+    with pytest.raises(services.InvalidToken):
+        services.authenticate(issued.plaintext)
+
+
+def test_changing_the_prefix_retires_old_tokens(alice, issue, settings):
+    issued = issue(alice)
+    settings.API_TOKENS = {**settings.API_TOKENS, "TOKEN_PREFIX": "acme"}
+    with pytest.raises(services.InvalidToken):
+        services.authenticate(issued.plaintext)
+    fresh = issue(alice)
+    assert fresh.plaintext.startswith("acme_")
+    assert services.authenticate(fresh.plaintext) == fresh.token
