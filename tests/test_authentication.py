@@ -1,5 +1,6 @@
 """The request path: headers, RFC 6750 errors, query budget, last-used throttling."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -66,7 +67,7 @@ def _tampered(token: str) -> str:
 
 @pytest.mark.parametrize("case", ["unknown", "tampered", "revoked", "expired", "inactive_owner"])
 def test_every_bad_token_gets_the_same_401(api, alice, issue, clock, case):
-    issued = issue(alice, ["notes:read"], expires_in=__import__("datetime").timedelta(days=1))
+    issued = issue(alice, ["notes:read"], expires_in=timedelta(days=1))
     token = issued.plaintext
     if case == "unknown":
         token = keys.assemble("tka", keys.generate_key_id(), keys.generate_secret())

@@ -18,7 +18,12 @@ def error_fields(excinfo: pytest.ExceptionInfo[ValidationError]) -> set[str]:
 
 def test_issue_stores_hash_not_secret_and_records_event(alice, staff, clock):
     issued = services.issue_token(
-        alice, name="ci", scopes=["notes:read", "notes:read"], actor=staff, ip="10.1.2.3", via="test"
+        alice,
+        name="ci",
+        scopes=["notes:read", "notes:read"],
+        actor=staff,
+        ip="10.1.2.3",
+        via="test",
     )
     token = APIToken.objects.get(pk=issued.token.pk)
     parsed = keys.parse(issued.plaintext, "tka")
@@ -30,7 +35,11 @@ def test_issue_stores_hash_not_secret_and_records_event(alice, staff, clock):
     assert token.expires_at == clock.current + timedelta(days=30)
     event = TokenEvent.objects.get()
     assert (event.kind, event.key_id, event.actor, event.ip, event.via) == (
-        "issued", token.key_id, staff, "10.1.2.3", "test"
+        "issued",
+        token.key_id,
+        staff,
+        "10.1.2.3",
+        "test",
     )
     assert issued.plaintext not in repr(issued)
 
@@ -55,6 +64,8 @@ def test_key_ids_are_random_not_sequential(alice, issue):
         ({"scopes": []}, "scopes"),
         ({"scopes": ["nope:read"]}, "scopes"),
         ({"scopes": ["audit:read"]}, "scopes"),
+        ({"scopes": ["notes:read", 3]}, "scopes"),
+        ({"expires_at": "2031-01-01"}, "expires_at"),
         ({"expires_in": timedelta(days=366)}, "expires_at"),
         ({"expires_in": timedelta(seconds=-1)}, "expires_at"),
         ({"never_expires": True}, "expires_at"),
@@ -124,7 +135,9 @@ def test_per_user_active_token_limit(alice, bob, issue, settings):
 
 def test_non_expiring_tokens_when_allowed(alice, settings):
     settings.API_TOKENS = {
-        **settings.API_TOKENS, "ALLOW_NON_EXPIRING": True, "DEFAULT_LIFETIME": None
+        **settings.API_TOKENS,
+        "ALLOW_NON_EXPIRING": True,
+        "DEFAULT_LIFETIME": None,
     }
     assert services.issue_token(alice, name="a", scopes=["notes:read"]).token.expires_at is None
     explicit = services.issue_token(alice, name="b", scopes=["notes:read"], never_expires=True)
@@ -138,12 +151,14 @@ def test_parent_token_cannot_mint_more_scopes_or_longer_life(alice, issue, clock
     )
     assert child.token.scopes == ["notes:read"]  # implied by notes:write
     with pytest.raises(ValidationError) as excinfo:
-        services.issue_token(alice, name="c2", scopes=["tokens:read"], parent=parent,
-                             expires_in=timedelta(days=1))
+        services.issue_token(
+            alice, name="c2", scopes=["tokens:read"], parent=parent, expires_in=timedelta(days=1)
+        )
     assert error_fields(excinfo) == {"scopes"}
     with pytest.raises(ValidationError) as excinfo:
-        services.issue_token(alice, name="c3", scopes=["notes:read"], parent=parent,
-                             expires_in=timedelta(days=3))
+        services.issue_token(
+            alice, name="c3", scopes=["notes:read"], parent=parent, expires_in=timedelta(days=3)
+        )
     assert error_fields(excinfo) == {"expires_at"}
 
 
@@ -151,8 +166,9 @@ def test_parent_with_expiry_cannot_mint_non_expiring_token(alice, issue, setting
     settings.API_TOKENS = {**settings.API_TOKENS, "ALLOW_NON_EXPIRING": True}
     parent = issue(alice, ["notes:read"]).token
     with pytest.raises(ValidationError) as excinfo:
-        services.issue_token(alice, name="c", scopes=["notes:read"], parent=parent,
-                             never_expires=True)
+        services.issue_token(
+            alice, name="c", scopes=["notes:read"], parent=parent, never_expires=True
+        )
     assert error_fields(excinfo) == {"expires_at"}
 
 
@@ -178,7 +194,11 @@ def test_revoke_is_idempotent_and_audited(alice, staff, issue, clock):
     assert services.revoke_token(token, actor=staff, reason="  leaked ", via="test") is True
     assert services.revoke_token(token, actor=staff, reason="again") is False
     token.refresh_from_db()
-    assert (token.revoked_at, token.revoked_by, token.revoke_reason) == (clock.current, staff, "leaked")
+    assert (token.revoked_at, token.revoked_by, token.revoke_reason) == (
+        clock.current,
+        staff,
+        "leaked",
+    )
     events = TokenEvent.objects.filter(kind="revoked")
     assert [(e.key_id, e.detail) for e in events] == [(token.key_id, {"reason": "leaked"})]
 

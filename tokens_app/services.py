@@ -80,7 +80,11 @@ def _clean_description(description: Any, errors: dict[str, list[Any]]) -> str:
 def _clean_scopes(
     owner: Any, requested: Iterable[str], parent: APIToken | None, errors: dict[str, list[Any]]
 ) -> list[str]:
-    names = sorted(set(requested)) if not isinstance(requested, str) else [requested]
+    raw = [requested] if isinstance(requested, str) else list(requested)
+    if not all(isinstance(name, str) for name in raw):
+        errors.setdefault("scopes", []).append(_("Scopes must be given by name."))
+        return []
+    names = sorted(set(raw))
     registry = scopes.registry()
     problems: list[Any] = []
     if not names:
@@ -132,8 +136,8 @@ def _resolve_expiry(
                 _("A token cannot outlive the token that creates it.")
             )
         return None
-    if expires_at.tzinfo is None:
-        errors.setdefault("expires_at", []).append(_("The expiry time needs a time zone."))
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        errors.setdefault("expires_at", []).append(_("The expiry must be a time with a time zone."))
     elif expires_at <= now:
         errors.setdefault("expires_at", []).append(_("The expiry time must be in the future."))
     elif conf.max_lifetime is not None and expires_at > now + conf.max_lifetime:
