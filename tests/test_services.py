@@ -254,3 +254,11 @@ def test_changing_the_prefix_retires_old_tokens(alice, issue, settings):
     fresh = issue(alice)
     assert fresh.plaintext.startswith("acme_")
     assert services.authenticate(fresh.plaintext) == fresh.token
+
+
+def test_unbounded_lifetime_that_overflows_is_an_error(alice, settings):
+    settings.API_TOKENS = {**settings.API_TOKENS, "MAX_LIFETIME": None}
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, name="x", scopes=["notes:read"], expires_in=timedelta.max)
+    assert error_fields(excinfo) == {"expires_at"}
+    assert not APIToken.objects.exists()

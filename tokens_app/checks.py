@@ -5,7 +5,7 @@ E003 undeclared scope named by a view; W001 view with HasScope and no scopes,
 W002 derived hash key (deploy), W003 non-expiring tokens allowed (deploy).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -15,7 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from tokens_app import scopes
 from tokens_app.conf import token_settings
-from tokens_app.permissions import HasScope
+from tokens_app.permissions import HasScope, is_well_formed
 
 
 @register(Tags.security)
@@ -52,7 +52,7 @@ def _uses_has_scope(permission: Any) -> bool:
 
 
 def _declared_names(declared: Any) -> list[Any]:
-    values = declared.values() if isinstance(declared, dict) else [declared]
+    values = declared.values() if isinstance(declared, Mapping) else [declared]
     return [
         name for value in values for name in (value if isinstance(value, list | tuple) else [value])
     ]
@@ -91,12 +91,13 @@ def check_view_scopes(app_configs: Sequence[AppConfig] | None, **kwargs: Any) ->
                     id="tokens_app.E003",
                 )
             )
-        if declared is None and any(_uses_has_scope(p) for p in permissions or ()):
+        if not is_well_formed(declared) and any(_uses_has_scope(p) for p in permissions or ()):
             messages.append(
                 Warning(
-                    f"{view_name} (/{route}) uses HasScope but declares no required_scopes; "
-                    "every request to it is refused.",
-                    hint="Set required_scopes on the view.",
+                    f"{view_name} (/{route}) uses HasScope but declares no usable "
+                    "required_scopes; every request to it is refused.",
+                    hint="Set required_scopes to a non-empty list of scope names, or a mapping "
+                    "of HTTP method or viewset action to such lists.",
                     obj=view_class,
                     id="tokens_app.W001",
                 )

@@ -145,7 +145,7 @@ def load(raw_settings: Any) -> TokenSettings:
     raw = {**DEFAULTS, **raw_settings}
 
     prefix = raw["TOKEN_PREFIX"]
-    if not isinstance(prefix, str) or not keys.PREFIX_PATTERN.match(prefix):
+    if not isinstance(prefix, str) or not keys.PREFIX_PATTERN.fullmatch(prefix):
         problems.append(
             "TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter"
         )

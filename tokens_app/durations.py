@@ -13,7 +13,7 @@ def parse_duration(text: str) -> timedelta:
     Raise ``ValueError`` with a message fit for an operator on anything else: a
     duration that silently became zero would issue a token that is already expired.
     """
-    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
             f"invalid duration {text!r}: use a positive whole number followed by "

@@ -74,7 +74,7 @@ def assemble(prefix: str, key_id: str, secret: str) -> str:
 
 def is_valid_key_id(value: str) -> bool:
     """Return whether *value* has the shape of a key id (no database involved)."""
-    return isinstance(value, str) and bool(_KEY_ID_PATTERN.match(value))
+    return isinstance(value, str) and bool(_KEY_ID_PATTERN.fullmatch(value))
 
 
 def parse(value: str, prefix: str) -> ParsedToken | None:
@@ -86,7 +86,7 @@ def parse(value: str, prefix: str) -> ParsedToken | None:
     if not isinstance(value, str) or len(value) != len(prefix) + 1 + BODY_LENGTH:
         return None
     head, underscore, body = value.partition("_")
-    if not underscore or head != prefix or not _BODY_PATTERN.match(body):
+    if not underscore or head != prefix or not _BODY_PATTERN.fullmatch(body):
         return None
     key_id = body[:KEY_ID_LENGTH]
     secret = body[KEY_ID_LENGTH : KEY_ID_LENGTH + SECRET_LENGTH]

@@ -36,6 +36,21 @@ class InsufficientScope(exceptions.PermissionDenied):
             )
 
 
+def _scope_list(value: Any) -> list[str] | None:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        return None  # a bare string would be read letter by letter
+    if not value or not all(isinstance(name, str) for name in value):
+        return None
+    return list(value)
+
+
+def is_well_formed(declared: Any) -> bool:
+    """Return whether a ``required_scopes`` declaration can ever let a request through."""
+    if isinstance(declared, Mapping):
+        return bool(declared) and all(_scope_list(v) is not None for v in declared.values())
+    return _scope_list(declared) is not None
+
+
 def required_scopes(view: Any, method: str) -> list[str] | None:
     """Return the scopes *view* declares for *method*, or ``None`` if it declares none."""
     declared = getattr(view, "required_scopes", None)
@@ -44,10 +59,7 @@ def required_scopes(view: Any, method: str) -> list[str] | None:
         method = method.upper()
         candidates = [action, method, "GET" if method == "HEAD" else None]
         declared = next((declared[key] for key in candidates if key in declared), None)
-    if isinstance(declared, str) or not isinstance(declared, list | tuple):
-        return None
-    names = [name for name in declared if isinstance(name, str)]
-    return names if names and len(names) == len(declared) else None
+    return _scope_list(declared)
 
 
 class HasScope(BasePermission):

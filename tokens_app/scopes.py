@@ -41,7 +41,11 @@ class Scope:
 
 
 def _declaration_problems(name: Any, declaration: Any) -> list[str]:
-    if not isinstance(name, str) or len(name) > MAX_SCOPE_NAME_LENGTH or not SCOPE_NAME.match(name):
+    if (
+        not isinstance(name, str)
+        or len(name) > MAX_SCOPE_NAME_LENGTH
+        or not SCOPE_NAME.fullmatch(name)
+    ):
         return [f"scope name {name!r} must look like 'resource:action' (lowercase, at most 64)"]
     if isinstance(declaration, str):
         return []
@@ -56,7 +60,7 @@ def _declaration_problems(name: Any, declaration: Any) -> list[str]:
     requires = declaration.get("requires")
     if requires is not None and not (
         requires in ROLE_REQUIREMENTS
-        or (isinstance(requires, str) and PERMISSION_NAME.match(requires))
+        or (isinstance(requires, str) and PERMISSION_NAME.fullmatch(requires))
     ):
         problems.append(
             f"scope {name!r}: requires must be 'staff', 'superuser' or 'app_label.codename'"

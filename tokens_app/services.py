@@ -56,7 +56,7 @@ def _clean_name(name: Any, errors: dict[str, list[Any]]) -> str:
     cleaned = name.strip() if isinstance(name, str) else ""
     if not cleaned:
         errors.setdefault("name", []).append(_("A token needs a name."))
-    elif len(cleaned) > MAX_NAME_LENGTH or not NAME_PATTERN.match(cleaned):
+    elif len(cleaned) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(cleaned):
         errors.setdefault("name", []).append(
             _(
                 "Use at most %(max)d letters, digits, spaces and . : @ + / - "
@@ -108,6 +108,10 @@ def _clean_scopes(
     return names
 
 
+def _lifetime_limit_message(limit: timedelta) -> str:
+    return _("Tokens may live at most %(max)s.") % {"max": format_duration(limit)}
+
+
 def _resolve_expiry(
     now: datetime,
     expires_at: datetime | None,
@@ -123,7 +127,14 @@ def _resolve_expiry(
         )
         return None
     if expires_in is not None:
-        expires_at = now + expires_in
+        if conf.max_lifetime is not None and expires_in > conf.max_lifetime:
+            errors.setdefault("expires_at", []).append(_lifetime_limit_message(conf.max_lifetime))
+            return None
+        try:
+            expires_at = now + expires_in
+        except OverflowError:
+            errors.setdefault("expires_at", []).append(_("That lifetime is too long."))
+            return None
     elif expires_at is None and not never_expires and conf.default_lifetime is not None:
         expires_at = now + conf.default_lifetime
     if expires_at is None:  # never expires: asked for, or the configured default
@@ -141,9 +152,7 @@ def _resolve_expiry(
     elif expires_at <= now:
         errors.setdefault("expires_at", []).append(_("The expiry time must be in the future."))
     elif conf.max_lifetime is not None and expires_at > now + conf.max_lifetime:
-        errors.setdefault("expires_at", []).append(
-            _("Tokens may live at most %(max)s.") % {"max": format_duration(conf.max_lifetime)}
-        )
+        errors.setdefault("expires_at", []).append(_lifetime_limit_message(conf.max_lifetime))
     elif parent is not None and parent.expires_at is not None and expires_at > parent.expires_at:
         errors.setdefault("expires_at", []).append(
             _("A token cannot outlive the token that creates it.")

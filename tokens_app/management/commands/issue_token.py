@@ -1,7 +1,8 @@
 """``manage.py issue_token``: issue a token from a shell or a deploy script."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
@@ -10,6 +11,8 @@ from django.utils import timezone
 from tokens_app import services
 from tokens_app.durations import parse_duration
 from tokens_app.management.base import TokenCommand, dumps, token_as_dict, validation_message
+
+T = TypeVar("T")
 
 
 def _duration(value: str) -> timedelta:
@@ -28,6 +31,11 @@ def _moment(value: str) -> datetime:
         ) from None
     # A date without a zone is read in the project's TIME_ZONE, as Django does.
     return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def _optional(convert: Callable[[str], T], value: str | None) -> T | None:
+    # An empty value ("--expires-in=$UNSET") is an error, not a silent default.
+    return None if value is None else convert(value)
 
 
 def _scope_list(value: str) -> list[str]:
@@ -70,8 +78,8 @@ class Command(TokenCommand):
                 name=options["name"],
                 scopes=_scope_list(options["scopes"]),
                 description=options["description"],
-                expires_in=_duration(options["expires_in"]) if options["expires_in"] else None,
-                expires_at=_moment(options["expires_at"]) if options["expires_at"] else None,
+                expires_in=_optional(_duration, options["expires_in"]),
+                expires_at=_optional(_moment, options["expires_at"]),
                 never_expires=options["no_expiry"],
                 via="command",
             )
