@@ -84,24 +84,28 @@ def _derive_hash_key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), b"tokens_app.hash-key.v1", hashlib.sha256).digest()
 
 
+def _derived_keys(configured: Any) -> list[bytes]:
+    # Keys derived from SECRET_KEY_FALLBACKS (and from SECRET_KEY once an explicit
+    # HASH_KEY is set) keep verifying, so rotating either never strands a token;
+    # verify_and_update moves each hash to the current key on its next use.
+    secrets = [] if configured is None else [getattr(settings, "SECRET_KEY", "")]
+    secrets += list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
+    return [_derive_hash_key(str(secret)) for secret in secrets if secret]
+
+
 def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, tuple[bytes, ...]]:
     configured = raw["HASH_KEY"]
     old = raw["OLD_HASH_KEYS"]
     candidates = ([] if configured is None else [configured]) + (
         list(old) if isinstance(old, list | tuple) else [None]
     )
-    for key in candidates:
-        if not isinstance(key, str) or len(key) < MIN_HASH_KEY_LENGTH:
-            problems.append(
-                f"HASH_KEY and OLD_HASH_KEYS entries must be strings of at least "
-                f"{MIN_HASH_KEY_LENGTH} characters"
-            )
-            break
-    old_keys = (
-        tuple(k.encode() for k in old if isinstance(k, str))
-        if isinstance(old, list | tuple)
-        else ()
-    )
+    if not all(isinstance(key, str) and len(key) >= MIN_HASH_KEY_LENGTH for key in candidates):
+        problems.append(
+            f"HASH_KEY and OLD_HASH_KEYS entries must be strings of at least "
+            f"{MIN_HASH_KEY_LENGTH} characters"
+        )
+        return b"", configured is None, ()
+    old_keys = tuple(str(key).encode() for key in old) + tuple(_derived_keys(configured))
     if configured is None:
         return _derive_hash_key(str(getattr(settings, "SECRET_KEY", ""))), True, old_keys
     return str(configured).encode(), False, old_keys
@@ -140,7 +144,7 @@ def load(raw_settings: Any) -> TokenSettings:
     """
     if not isinstance(raw_settings, Mapping):
         raise ImproperlyConfigured("API_TOKENS must be a dict.")
-    unknown = sorted(set(raw_settings) - set(DEFAULTS))
+    unknown = sorted(set(raw_settings) - set(DEFAULTS), key=repr)
     problems = [f"unknown key {name!r}" for name in unknown]
     raw = {**DEFAULTS, **raw_settings}
 
@@ -208,6 +212,6 @@ def token_settings() -> TokenSettings:
 
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"API_TOKENS", "SECRET_KEY", "AUTH_USER_MODEL"}:
+    if setting in {"API_TOKENS", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "AUTH_USER_MODEL"}:
         for clear in _cache_clearers:
             clear()

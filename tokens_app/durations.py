@@ -23,7 +23,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Return the shortest exact ``<n><unit>`` form of *value* (for messages and docs)."""
+    """Return the shortest ``<n><unit>`` form of *value* in whole seconds (for messages)."""
     seconds = int(value.total_seconds())
     for suffix, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:

@@ -73,7 +73,9 @@ class HMACSHA256Hasher(HasherProtocol):
         if parts is None or parts[0] not in self._keys:
             return False
         key_id, digest = parts
-        return hmac.compare_digest(self._digest(self._keys[key_id], password), digest)
+        # Bytes, because compare_digest refuses non-ASCII str from a corrupt stored value.
+        expected = self._digest(self._keys[key_id], password).encode()
+        return hmac.compare_digest(expected, digest.encode())
 
     def check_needs_rehash(self, hash: str | bytes) -> bool:
         parts = self._split(hash)
