@@ -7,6 +7,7 @@ demo; production sets ``DJANGO_DEBUG=0`` and must then give a secret key),
 cookies, HSTS, SSL redirect; default off).
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -97,6 +98,10 @@ DATABASES = {
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
+    if importlib.util.find_spec("redis") is None:
+        raise ImproperlyConfigured(
+            "REDIS_URL is set but the redis package is missing: pip install 'tokens_app[redis]'."
+        )
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }

@@ -353,20 +353,20 @@ def test_hash_key_is_taken_from_settings(settings):
     assert conf.token_settings().hash_key == NEW_KEY.encode()
 
 
-def test_secret_key_rotation_with_fallback_keeps_derived_hashes(settings):
-    _configure(settings, HASH_KEY=None, OLD_HASH_KEYS=[])
-    before = hashing.hash_secret(SECRET)
+def _rotate_secret_key_with_fallback(settings):
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "rotated-secret-key-for-this-test-only-0123456789"
-    matches, upgraded = hashing.verify_secret(SECRET, before)
-    assert matches is True
-    assert upgraded == hashing.hash_secret(SECRET) != before
 
 
-def test_moving_to_explicit_hash_key_keeps_derived_hashes(settings):
+def _set_explicit_hash_key(settings):
+    _configure(settings, HASH_KEY=NEW_KEY, OLD_HASH_KEYS=[])
+
+
+@pytest.mark.parametrize("change", [_rotate_secret_key_with_fallback, _set_explicit_hash_key])
+def test_derived_key_hashes_survive_key_changes_and_upgrade(settings, change):
     _configure(settings, HASH_KEY=None, OLD_HASH_KEYS=[])
     before = hashing.hash_secret(SECRET)
-    _configure(settings, HASH_KEY=NEW_KEY, OLD_HASH_KEYS=[])
+    change(settings)
     matches, upgraded = hashing.verify_secret(SECRET, before)
     assert matches is True
     assert upgraded == hashing.hash_secret(SECRET) != before

@@ -130,3 +130,28 @@ def test_production_environment_starts_with_a_secret(tmp_path):
     )
     result = _run_check(env)
     assert result.returncode == 0, result.stderr
+
+
+def _settings_value(expression: str, **env: str) -> str:
+    code = f"import project.settings as s; print({expression})"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_settings_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_environment_selects_cache_and_database_backends():
+    assert _settings_value("s.CACHES['default']['BACKEND']").endswith("LocMemCache")
+    assert _settings_value(
+        "s.CACHES['default']['BACKEND']", REDIS_URL="redis://127.0.0.1:6379/0"
+    ).endswith("RedisCache")
+    assert _settings_value("s.DATABASES['default']['ENGINE']").endswith("sqlite3")
+    assert _settings_value(
+        "s.DATABASES['default']['ENGINE']", DATABASE_URL="postgres://u@127.0.0.1:5432/db"
+    ).endswith("postgresql")
