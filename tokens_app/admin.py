@@ -1,33 +1,85 @@
-"""A read-only token list for now; issuing and revoking from the admin come with the admin screens.
+"""The token console in the Django admin: issue (shown once), list, inspect, revoke, audit.
 
-Tokens are credentials: no add, change or delete here, and no secret or hash on screen.
+Tokens are credentials: no deletion, no secret or hash on screen, and every change
+goes through ``services``. Staff without the manage-all right see only their own
+tokens, and any URL about another token answers exactly like a missing one.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from tokens_app.models import APIToken
+from tokens_app import clock, services
+from tokens_app.admin_filters import ScopeFilter, StatusFilter, display_status
+from tokens_app.client import client_ip
+from tokens_app.forms import IssueTokenForm, RevokeForm, TokenChangeForm, add_service_errors
+from tokens_app.models import APIToken, TokenEvent
 
 if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[APIToken]
+    _TokenAdminBase = admin.ModelAdmin[APIToken]
+    _EventAdminBase = admin.ModelAdmin[TokenEvent]
+    _EventInlineBase = admin.TabularInline[TokenEvent, APIToken]
 else:  # ModelAdmin is generic only in the type stubs
-    _ModelAdmin = admin.ModelAdmin
+    _TokenAdminBase = _EventAdminBase = admin.ModelAdmin
+    _EventInlineBase = admin.TabularInline
+
+TEMPLATES = "admin/tokens_app/apitoken/"
+_EVENT_FIELDS = ("created_at", "kind", "actor", "ip", "via", "detail")
+
+
+class TokenEventInline(_EventInlineBase):
+    model = TokenEvent
+    fields = readonly_fields = _EVENT_FIELDS
+    extra = 0
+    can_delete = False
+    ordering = ("-created_at", "-id")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # whoever may see the token may see its history
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the audit trail is written by services only
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(APIToken)
-class APITokenAdmin(_ModelAdmin):
-    list_display = ("name", "key_id", "owner", "scopes", "expires_at", "revoked_at", "last_used_at")
-    list_select_related = ("owner",)
-    search_fields = ("name", "key_id", "owner__username")
-    fields = (
-        "owner",
+class APITokenAdmin(_TokenAdminBase):
+    list_display = (
         "name",
-        "description",
         "key_id",
-        "scopes",
+        "owner",
+        "scope_list",
+        "status_badge",
+        "expires_at",
+        "last_used",
+        "created_by",
+    )
+    list_select_related = ("owner", "created_by")
+    list_filter = (StatusFilter, ScopeFilter, ("owner", admin.RelatedOnlyFieldListFilter))
+    # Only public fields: a search term ends up in access logs and browser history.
+    search_fields = ("name", "key_id", "owner__username", "owner__email")
+    date_hierarchy = "created_at"
+    actions = ("revoke_selected",)
+    inlines = (TokenEventInline,)
+    form = TokenChangeForm
+    readonly_fields = (
+        "key_id",
+        "owner",
+        "status_badge",
+        "scope_list",
         "created_at",
         "created_by",
         "expires_at",
@@ -37,18 +89,241 @@ class APITokenAdmin(_ModelAdmin):
         "last_used_at",
         "last_used_ip",
     )
-    readonly_fields = fields
+
+    # --- who sees what ------------------------------------------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[APIToken]:
-        # Staff who are not superusers see only their own tokens.
-        queryset = super().get_queryset(request)
-        return queryset if request.user.is_superuser else queryset.filter(owner=request.user.pk)
+        # Why: the single visibility rule of services, not a copy of it.
+        return services.visible_tokens(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoked tokens stay for the record; pruning is a command
+
+    def _visible_or_404(self, request: HttpRequest, object_id: str) -> APIToken:
+        token = self.get_object(request, unquote(object_id))
+        if token is None:
+            raise Http404  # why: identical for "not yours" and "does not exist"
+        return token
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        # Why: Django redirects with a message naming the id; we answer a plain 404.
+        self._visible_or_404(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        self._visible_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    # --- columns ------------------------------------------------------------------------
+
+    @admin.display(description=_("scopes"))
+    def scope_list(self, token: APIToken) -> str:
+        return ", ".join(token.scopes)
+
+    @admin.display(description=_("status"))
+    def status_badge(self, token: APIToken) -> str:
+        key, label = display_status(token, clock.now())
+        return format_html('<span class="token-status token-status-{}">{}</span>', key, label)
+
+    @admin.display(description=_("last used"), ordering="last_used_at")
+    def last_used(self, token: APIToken) -> str:
+        if token.last_used_at is None:
+            return "—"
+        return f"{token.last_used_at:%Y-%m-%d %H:%M} ({token.last_used_ip or '?'})"
+
+    # --- change view --------------------------------------------------------------------
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        if not services.can_manage_all(request.user):
+            form.base_fields.pop("scopes", None)  # why: only managers may change scopes
+        return form
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.revoked_at is not None:
+            return (*self.readonly_fields, "name", "description")  # a revoked token is frozen
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: APIToken, form: Any, change: bool) -> None:
+        # Why: the form has already put the new values on obj; the service compares with the row.
+        stored = APIToken.objects.select_related("owner").get(pk=obj.pk)
+        data = form.cleaned_data
+        try:
+            services.update_token(
+                stored,
+                actor=request.user,
+                name=data.get("name"),
+                description=data.get("description"),
+                scopes=data["scopes"] if "scopes" in form.fields else None,
+                ip=client_ip(request),
+                via="admin",
+            )
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+
+    # --- issuing ------------------------------------------------------------------------
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        # Why: issuing is a service call whose answer (the plaintext) is shown once, not a save.
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        owner = self._requested_owner(request)
+        form = IssueTokenForm(
+            request.POST or None, actor=request.user, admin_site=self.admin_site, owner=owner
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                issued = services.issue_token(
+                    form.cleaned_data["owner"],
+                    name=form.cleaned_data["name"],
+                    description=form.cleaned_data["description"],
+                    scopes=form.cleaned_data["scopes"],
+                    actor=request.user,
+                    ip=client_ip(request),
+                    via="admin",
+                    **form.expiry_arguments(),
+                )
+            except ValidationError as error:
+                add_service_errors(form, error)
+            else:
+                self.log_addition(request, issued.token, [{"added": {}}])
+                return self._issued_response(request, issued)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Issue an API token"),
+            "form": form,
+            "opts": self.opts,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, TEMPLATES + "issue.html", context)
+
+    def _requested_owner(self, request: HttpRequest) -> Any:
+        # Why: the scope checkboxes offer what the chosen owner may hold.
+        owner_id = request.POST.get("owner") or request.GET.get("owner")
+        if owner_id and services.can_manage_all(request.user):
+            users = get_user_model()._default_manager.filter(is_active=True)
+            try:
+                return users.get(pk=owner_id)
+            except (users.model.DoesNotExist, ValueError, ValidationError):
+                pass  # an unusable owner id: the form reports it on submit
+        return request.user
+
+    def _issued_response(self, request: HttpRequest, issued: services.IssuedToken) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Token issued"),
+            "opts": self.opts,
+            "token": issued.token,
+            "plaintext": issued.plaintext,
+        }
+        response = TemplateResponse(request, TEMPLATES + "issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    # --- revoking -----------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        revoke = path(
+            "<path:object_id>/revoke/",
+            self.admin_site.admin_view(self.revoke_view),
+            name="tokens_app_apitoken_revoke",
+        )
+        return [revoke, *super().get_urls()]
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        token = self._visible_or_404(request, object_id)
+        if not self.has_change_permission(request, token):
+            raise PermissionDenied
+        form = RevokeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            revoked = services.revoke_token(
+                token,
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+                ip=client_ip(request),
+                via="admin",
+            )
+            message = _("Revoked %(token)s.") if revoked else _("%(token)s was already revoked.")
+            messages.success(request, message % {"token": token})
+            return HttpResponseRedirect(
+                reverse("admin:tokens_app_apitoken_change", args=[token.pk])
+            )
+        return self._revoke_confirmation(request, [token], form, action=None)
+
+    def _revoke_confirmation(
+        self, request: HttpRequest, tokens: list[APIToken], form: RevokeForm, action: str | None
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Revoke API tokens"),
+            "opts": self.opts,
+            "tokens": tokens,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, TEMPLATES + "revoke_confirmation.html", context)
+
+    @admin.action(description=_("Revoke selected tokens"), permissions=["change"])
+    def revoke_selected(
+        self, request: HttpRequest, queryset: QuerySet[APIToken]
+    ) -> HttpResponse | None:
+        form = RevokeForm(request.POST if "confirm" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            count = services.revoke_tokens(
+                queryset,
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+                ip=client_ip(request),
+                via="admin",
+            )
+            messages.success(
+                request,
+                ngettext("Revoked %(count)d token.", "Revoked %(count)d tokens.", count)
+                % {"count": count},
+            )
+            return None
+        return self._revoke_confirmation(request, list(queryset), form, action="revoke_selected")
+
+
+@admin.register(TokenEvent)
+class TokenEventAdmin(_EventAdminBase):
+    list_display = ("created_at", "kind", "key_id", "actor", "ip", "via")
+    list_filter = ("kind", ("actor", admin.RelatedOnlyFieldListFilter), "created_at")
+    list_select_related = ("actor",)
+    search_fields = ("key_id",)
+    date_hierarchy = "created_at"
+    fields = readonly_fields = (
+        "created_at",
+        "kind",
+        "key_id",
+        "token",
+        "actor",
+        "ip",
+        "via",
+        "detail",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TokenEvent]:
+        # Why: staff who manage only their own tokens see only those tokens' events.
+        events = super().get_queryset(request)
+        if services.can_manage_all(request.user):
+            return events
+        return events.filter(token__owner=request.user.pk)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # issuing goes through the service, not a bare model form
+        return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # revoked tokens stay for the record
+        return False

@@ -91,6 +91,7 @@ class APIToken(models.Model):
         verbose_name = _("API token")
         verbose_name_plural = _("API tokens")
         ordering = ("-created_at",)
+        permissions = [("manage_all_tokens", _("Can see and manage every user's API tokens"))]
         indexes = [models.Index(fields=["owner", "name"], name="tokens_app_owner_name_idx")]
 
     def __str__(self) -> str:

@@ -5,7 +5,6 @@ these functions; none of them decides anything that is decided here.
 """
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,16 +17,12 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tokens_app import clock, hashing, keys, scopes
+from tokens_app import clock, hashing, keys, validation
 from tokens_app.conf import token_settings
-from tokens_app.durations import format_duration
 from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent, TokenStatus
 
 logger = logging.getLogger("tokens_app")
 
-NAME_PATTERN = re.compile(r"^\w[\w .:@+/-]*$")
-MAX_NAME_LENGTH = 100
-MAX_DESCRIPTION_LENGTH = 1000
 MAX_REASON_LENGTH = 200
 _KEY_ID_ATTEMPTS = 5
 
@@ -49,123 +44,19 @@ class InvalidToken(Exception):  # noqa: N818 — reads better at the raise sites
         self.key_id = key_id
 
 
-# --- validation -------------------------------------------------------------------------
-
-
-def _clean_name(name: Any, errors: dict[str, list[Any]]) -> str:
-    cleaned = name.strip() if isinstance(name, str) else ""
-    if not cleaned:
-        errors.setdefault("name", []).append(_("A token needs a name."))
-    elif len(cleaned) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(cleaned):
-        errors.setdefault("name", []).append(
-            _(
-                "Use at most %(max)d letters, digits, spaces and . : @ + / - "
-                "characters, starting with a letter or digit."
-            )
-            % {"max": MAX_NAME_LENGTH}
-        )
-    return cleaned
-
-
-def _clean_description(description: Any, errors: dict[str, list[Any]]) -> str:
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
-        errors.setdefault("description", []).append(
-            _("The description must be text of at most %(max)d characters.")
-            % {"max": MAX_DESCRIPTION_LENGTH}
-        )
-        return ""
-    return description.strip()
-
-
-def _clean_scopes(
-    owner: Any, requested: Iterable[str], parent: APIToken | None, errors: dict[str, list[Any]]
-) -> list[str]:
-    raw = [requested] if isinstance(requested, str) else list(requested)
-    if not all(isinstance(name, str) for name in raw):
-        errors.setdefault("scopes", []).append(_("Scopes must be given by name."))
-        return []
-    names = sorted(set(raw))
-    registry = scopes.registry()
-    problems: list[Any] = []
-    if not names:
-        problems.append(_("Choose at least one scope."))
-    unknown = registry.undeclared(names)
-    if unknown:
-        problems.append(_("Unknown scopes: %(scopes)s.") % {"scopes": ", ".join(unknown)})
-    forbidden = [n for n in names if n in registry and not scopes.may_hold(owner, n)]
-    if forbidden:
-        problems.append(
-            _("The owner may not hold these scopes: %(scopes)s.") % {"scopes": ", ".join(forbidden)}
-        )
-    beyond_parent = [n for n in names if parent is not None and not parent.has_scope(n)]
-    if beyond_parent:
-        problems.append(
-            _("A token cannot grant scopes it does not hold: %(scopes)s.")
-            % {"scopes": ", ".join(beyond_parent)}
-        )
-    if problems:
-        errors.setdefault("scopes", []).extend(problems)
-    return names
-
-
-def _lifetime_limit_message(limit: timedelta) -> str:
-    return _("Tokens may live at most %(max)s.") % {"max": format_duration(limit)}
-
-
-def _resolve_expiry(
-    now: datetime,
-    expires_at: datetime | None,
-    expires_in: timedelta | None,
-    never_expires: bool,
-    parent: APIToken | None,
-    errors: dict[str, list[Any]],
-) -> datetime | None:
-    conf = token_settings()
-    if sum((expires_at is not None, expires_in is not None, never_expires)) > 1:
-        errors.setdefault("expires_at", []).append(
-            _("Give one of an expiry time, a lifetime, or no expiry.")
-        )
-        return None
-    if expires_in is not None:
-        if conf.max_lifetime is not None and expires_in > conf.max_lifetime:
-            errors.setdefault("expires_at", []).append(_lifetime_limit_message(conf.max_lifetime))
-            return None
-        try:
-            expires_at = now + expires_in
-        except OverflowError:
-            errors.setdefault("expires_at", []).append(_("That lifetime is too long."))
-            return None
-    elif expires_at is None and not never_expires and conf.default_lifetime is not None:
-        expires_at = now + conf.default_lifetime
-    if expires_at is None:  # never expires: asked for, or the configured default
-        if not conf.allow_non_expiring:
-            errors.setdefault("expires_at", []).append(
-                _("Tokens that never expire are not allowed.")
-            )
-        elif parent is not None and parent.expires_at is not None:
-            errors.setdefault("expires_at", []).append(
-                _("A token cannot outlive the token that creates it.")
-            )
-        return None
-    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
-        errors.setdefault("expires_at", []).append(_("The expiry must be a time with a time zone."))
-    elif expires_at <= now:
-        errors.setdefault("expires_at", []).append(_("The expiry time must be in the future."))
-    elif conf.max_lifetime is not None and expires_at > now + conf.max_lifetime:
-        errors.setdefault("expires_at", []).append(_lifetime_limit_message(conf.max_lifetime))
-    elif parent is not None and parent.expires_at is not None and expires_at > parent.expires_at:
-        errors.setdefault("expires_at", []).append(
-            _("A token cannot outlive the token that creates it.")
-        )
-    return expires_at
-
-
-def _check_owner_quota(owner: Any, name: str, now: datetime) -> None:
-    active = APIToken.objects.for_owner(owner).usable(now)
-    if active.filter(name=name).exists():
+def _check_name_free(owner: Any, name: str, now: datetime, exclude: APIToken | None = None) -> None:
+    clashes = APIToken.objects.for_owner(owner).usable(now).filter(name=name)
+    if exclude is not None:
+        clashes = clashes.exclude(pk=exclude.pk)
+    if clashes.exists():
         raise ValidationError(
             {"name": _("An active token named %(name)s already exists.") % {"name": name}}
         )
+
+
+def _check_owner_quota(owner: Any, name: str, now: datetime) -> None:
+    _check_name_free(owner, name, now)
+    active = APIToken.objects.for_owner(owner).usable(now)
     limit = token_settings().max_active_tokens_per_user
     if limit is not None and active.count() >= limit:
         raise ValidationError(
@@ -253,10 +144,10 @@ def issue_token(
     errors: dict[str, list[Any]] = {}
     if owner is None or not getattr(owner, "is_active", False):
         errors["owner"] = [_("The owner must be an active user.")]
-    clean_name = _clean_name(name, errors)
-    clean_description = _clean_description(description, errors)
-    scope_names = _clean_scopes(owner, scopes, parent, errors)
-    expiry = _resolve_expiry(now, expires_at, expires_in, never_expires, parent, errors)
+    clean_name = validation.clean_name(name, errors)
+    clean_description = validation.clean_description(description, errors)
+    scope_names = validation.clean_scopes(owner, scopes, parent, errors)
+    expiry = validation.resolve_expiry(now, expires_at, expires_in, never_expires, parent, errors)
     if errors:
         raise ValidationError(errors)
     token = APIToken(
@@ -322,6 +213,86 @@ def revoke_token(
     if changed:
         logger.info("Revoked API token %s via %s", token.key_id, via or "code")
     return bool(changed)
+
+
+def revoke_tokens(
+    tokens: Iterable[APIToken],
+    *,
+    actor: Any = None,
+    reason: str = "",
+    ip: str | None = None,
+    via: str = "",
+) -> int:
+    """Revoke each of *tokens* through :func:`revoke_token`; return how many this call revoked."""
+    return sum(revoke_token(t, actor=actor, reason=reason, ip=ip, via=via) for t in tokens)
+
+
+def update_token(
+    token: APIToken,
+    *,
+    actor: Any,
+    name: str | None = None,
+    description: str | None = None,
+    scopes: Iterable[str] | None = None,
+    ip: str | None = None,
+    via: str = "",
+) -> list[str]:
+    """Change a token's name, description or scopes; return the names of the changed fields.
+
+    Secrets, owners and dates never change here. Changing scopes needs the
+    manage-all right and obeys the owner's grant policy; a revoked token is
+    frozen. Raise ``ValidationError`` and write nothing when a rule is broken.
+    """
+    errors: validation.Errors = {}
+    if token.revoked_at is not None:
+        raise ValidationError(_("A revoked token cannot be changed."))
+    wanted: dict[str, Any] = {}
+    if name is not None:
+        wanted["name"] = validation.clean_name(name, errors)
+    if description is not None:
+        wanted["description"] = validation.clean_description(description, errors)
+    if scopes is not None:
+        if not can_manage_all(actor):
+            errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
+        wanted["scopes"] = validation.clean_scopes(token.owner, scopes, None, errors)
+    if errors:
+        raise ValidationError(errors)
+    changed = [f for f, value in wanted.items() if getattr(token, f) != value]
+    if not changed:
+        return []
+    with transaction.atomic():
+        if "name" in changed:
+            _lock_owner(token.owner)
+            _check_name_free(token.owner, wanted["name"], clock.now(), exclude=token)
+        APIToken.objects.filter(pk=token.pk).update(**{f: wanted[f] for f in changed})
+        detail = {f: {"from": getattr(token, f), "to": wanted[f]} for f in changed}
+        for f in changed:
+            setattr(token, f, wanted[f])
+        _record(token, TokenEvent.Kind.UPDATED, actor=actor, ip=ip, via=via, detail=detail)
+    return changed
+
+
+# --- who may see what -------------------------------------------------------------------
+
+MANAGE_ALL_PERMISSION = "tokens_app.manage_all_tokens"
+
+
+def can_manage_all(user: Any) -> bool:
+    """Return whether *user* may see and manage every user's tokens (not just their own)."""
+    if user is None or not getattr(user, "is_active", False):
+        return False
+    return bool(getattr(user, "is_superuser", False) or user.has_perm(MANAGE_ALL_PERMISSION))
+
+
+def visible_tokens(user: Any) -> APITokenQuerySet:
+    """Return the tokens *user* may see and manage: all of them, or only their own."""
+    queryset = APIToken.objects.select_related("owner", "created_by", "revoked_by")
+    return queryset if can_manage_all(user) else queryset.filter(owner=user.pk)
+
+
+def may_issue_for(actor: Any, owner: Any) -> bool:
+    """Return whether *actor* may issue a token owned by *owner*."""
+    return can_manage_all(actor) or getattr(owner, "pk", None) == getattr(actor, "pk", None)
 
 
 # --- look-ups ---------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""Input rules for token fields: each returns the cleaned value and collects errors by field.
+
+Called only by ``services``; kept apart so ``services`` reads as the list of operations.
+"""
+
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+
+from tokens_app import scopes
+from tokens_app.conf import token_settings
+from tokens_app.durations import format_duration
+from tokens_app.models import APIToken
+
+NAME_PATTERN = re.compile(r"^\w[\w .:@+/-]*$")
+MAX_NAME_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 1000
+
+Errors = dict[str, list[Any]]
+
+
+def clean_name(name: Any, errors: Errors) -> str:
+    cleaned = name.strip() if isinstance(name, str) else ""
+    if not cleaned:
+        errors.setdefault("name", []).append(_("A token needs a name."))
+    elif len(cleaned) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(cleaned):
+        errors.setdefault("name", []).append(
+            _(
+                "Use at most %(max)d letters, digits, spaces and . : @ + / - "
+                "characters, starting with a letter or digit."
+            )
+            % {"max": MAX_NAME_LENGTH}
+        )
+    return cleaned
+
+
+def clean_description(description: Any, errors: Errors) -> str:
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+        errors.setdefault("description", []).append(
+            _("The description must be text of at most %(max)d characters.")
+            % {"max": MAX_DESCRIPTION_LENGTH}
+        )
+        return ""
+    return description.strip()
+
+
+def clean_scopes(
+    owner: Any, requested: Iterable[str], parent: APIToken | None, errors: Errors
+) -> list[str]:
+    raw = [requested] if isinstance(requested, str) else list(requested)
+    if not all(isinstance(name, str) for name in raw):
+        errors.setdefault("scopes", []).append(_("Scopes must be given by name."))
+        return []
+    names = sorted(set(raw))
+    registry = scopes.registry()
+    problems: list[Any] = []
+    if not names:
+        problems.append(_("Choose at least one scope."))
+    unknown = registry.undeclared(names)
+    if unknown:
+        problems.append(_("Unknown scopes: %(scopes)s.") % {"scopes": ", ".join(unknown)})
+    forbidden = [n for n in names if n in registry and not scopes.may_hold(owner, n)]
+    if forbidden:
+        problems.append(
+            _("The owner may not hold these scopes: %(scopes)s.") % {"scopes": ", ".join(forbidden)}
+        )
+    beyond_parent = [n for n in names if parent is not None and not parent.has_scope(n)]
+    if beyond_parent:
+        problems.append(
+            _("A token cannot grant scopes it does not hold: %(scopes)s.")
+            % {"scopes": ", ".join(beyond_parent)}
+        )
+    if problems:
+        errors.setdefault("scopes", []).extend(problems)
+    return names
+
+
+def _lifetime_limit_message(limit: timedelta) -> str:
+    return _("Tokens may live at most %(max)s.") % {"max": format_duration(limit)}
+
+
+def resolve_expiry(
+    now: datetime,
+    expires_at: datetime | None,
+    expires_in: timedelta | None,
+    never_expires: bool,
+    parent: APIToken | None,
+    errors: Errors,
+) -> datetime | None:
+    conf = token_settings()
+    if sum((expires_at is not None, expires_in is not None, never_expires)) > 1:
+        errors.setdefault("expires_at", []).append(
+            _("Give one of an expiry time, a lifetime, or no expiry.")
+        )
+        return None
+    if expires_in is not None:
+        if conf.max_lifetime is not None and expires_in > conf.max_lifetime:
+            errors.setdefault("expires_at", []).append(_lifetime_limit_message(conf.max_lifetime))
+            return None
+        try:
+            expires_at = now + expires_in
+        except OverflowError:
+            errors.setdefault("expires_at", []).append(_("That lifetime is too long."))
+            return None
+    elif expires_at is None and not never_expires and conf.default_lifetime is not None:
+        expires_at = now + conf.default_lifetime
+    if expires_at is None:  # never expires: asked for, or the configured default
+        if not conf.allow_non_expiring:
+            errors.setdefault("expires_at", []).append(
+                _("Tokens that never expire are not allowed.")
+            )
+        elif parent is not None and parent.expires_at is not None:
+            errors.setdefault("expires_at", []).append(
+                _("A token cannot outlive the token that creates it.")
+            )
+        return None
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        errors.setdefault("expires_at", []).append(_("The expiry must be a time with a time zone."))
+    elif expires_at <= now:
+        errors.setdefault("expires_at", []).append(_("The expiry time must be in the future."))
+    elif conf.max_lifetime is not None and expires_at > now + conf.max_lifetime:
+        errors.setdefault("expires_at", []).append(_lifetime_limit_message(conf.max_lifetime))
+    elif parent is not None and parent.expires_at is not None and expires_at > parent.expires_at:
+        errors.setdefault("expires_at", []).append(
+            _("A token cannot outlive the token that creates it.")
+        )
+    return expires_at
