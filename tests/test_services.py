@@ -16,12 +16,12 @@ def error_fields(excinfo: pytest.ExceptionInfo[ValidationError]) -> set[str]:
     return set(excinfo.value.message_dict)
 
 
-def test_issue_stores_hash_not_secret_and_records_event(alice, staff, clock):
+def test_issue_stores_hash_not_secret_and_records_event(alice, superuser, clock):
     issued = services.issue_token(
         alice,
         name="ci",
         scopes=["notes:read", "notes:read"],
-        actor=staff,
+        actor=superuser,
         ip="10.1.2.3",
         via="test",
     )
@@ -31,13 +31,13 @@ def test_issue_stores_hash_not_secret_and_records_event(alice, staff, clock):
     assert parsed.secret not in token.secret_hash
     assert hashing.verify_secret(parsed.secret, token.secret_hash)[0]
     assert token.scopes == ["notes:read"]
-    assert token.created_by == staff
+    assert token.created_by == superuser
     assert token.expires_at == clock.current + timedelta(days=30)
     event = TokenEvent.objects.get()
     assert (event.kind, event.key_id, event.actor, event.ip, event.via) == (
         "issued",
         token.key_id,
-        staff,
+        superuser,
         "10.1.2.3",
         "test",
     )
@@ -262,3 +262,100 @@ def test_unbounded_lifetime_that_overflows_is_an_error(alice, settings):
         services.issue_token(alice, name="x", scopes=["notes:read"], expires_in=timedelta.max)
     assert error_fields(excinfo) == {"expires_at"}
     assert not APIToken.objects.exists()
+
+
+def test_staff_without_manage_all_may_issue_only_for_themselves(alice, staff):
+    with pytest.raises(ValidationError) as excinfo:
+        services.issue_token(alice, name="x", scopes=["notes:read"], actor=staff)
+    assert error_fields(excinfo) == {"owner"}
+    own = services.issue_token(staff, name="x", scopes=["notes:read"], actor=staff)
+    assert own.token.created_by == staff
+
+
+def test_update_token_records_what_changed(alice, superuser, issue):
+    token = issue(alice, name="old").token
+    changed = services.update_token(
+        token, actor=superuser, name="new", scopes=["tokens:read"], via="test"
+    )
+    assert changed == ["name", "scopes"]
+    stored = APIToken.objects.get(pk=token.pk)
+    assert (stored.name, stored.scopes) == ("new", ["tokens:read"])
+    event = TokenEvent.objects.get(kind="updated")
+    assert event.detail == {
+        "name": {"from": "old", "to": "new"},
+        "scopes": {"from": ["notes:read"], "to": ["tokens:read"]},
+    }
+    assert services.update_token(stored, actor=superuser, name="new") == []
+    assert TokenEvent.objects.filter(kind="updated").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": "taken"}, "name"),
+        ({"name": ""}, "name"),
+        ({"description": "x" * 1001}, "description"),
+        ({"scopes": ["audit:read"]}, "scopes"),
+        ({"scopes": []}, "scopes"),
+    ],
+)
+def test_update_token_refuses_bad_input_and_writes_nothing(alice, superuser, issue, kwargs, field):
+    issue(alice, name="taken")
+    token = issue(alice, name="mine").token
+    with pytest.raises(ValidationError) as excinfo:
+        services.update_token(token, actor=superuser, **kwargs)
+    assert error_fields(excinfo) == {field}
+    stored = APIToken.objects.get(pk=token.pk)
+    assert (stored.name, stored.description, stored.scopes) == ("mine", "", ["notes:read"])
+    assert not TokenEvent.objects.filter(kind="updated").exists()
+
+
+def test_only_managers_may_change_scopes(staff, issue):
+    token = issue(staff).token
+    with pytest.raises(ValidationError) as excinfo:
+        services.update_token(token, actor=staff, scopes=["tokens:read"])
+    assert error_fields(excinfo) == {"scopes"}
+    assert services.update_token(token, actor=staff, description="mine") == ["description"]
+
+
+def test_revoked_token_cannot_be_updated(alice, superuser, issue):
+    token = issue(alice).token
+    services.revoke_token(token)
+    with pytest.raises(ValidationError):
+        services.update_token(token, actor=superuser, name="renamed")
+    assert APIToken.objects.get(pk=token.pk).name == token.name
+
+
+def test_revoke_tokens_counts_only_newly_revoked(alice, bob, issue):
+    tokens = [issue(alice).token, issue(bob).token, issue(alice).token]
+    services.revoke_token(tokens[0])
+    assert services.revoke_tokens(tokens, reason="bulk") == 2
+    assert services.revoke_tokens(tokens) == 0
+    assert TokenEvent.objects.filter(kind="revoked").count() == 3
+
+
+def test_manage_all_right_decides_visibility(alice, staff, superuser, issue, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    holder = django_user_model.objects.create_user("holder", is_staff=True)
+    holder.user_permissions.add(Permission.objects.get(codename="manage_all_tokens"))
+    inactive = django_user_model.objects.create_superuser("gone", "g@example.com", "pw")
+    inactive.is_active = False
+    mine, theirs = issue(staff).token, issue(alice).token
+    assert [services.can_manage_all(u) for u in (superuser, holder, staff, inactive, None)] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert set(services.visible_tokens(superuser)) == {mine, theirs}
+    assert set(services.visible_tokens(holder)) == {mine, theirs}
+    assert list(services.visible_tokens(staff)) == [mine]
+    assert list(services.visible_tokens(inactive)) == []
+
+
+def test_may_issue_for_self_or_as_manager(alice, bob, superuser):
+    assert services.may_issue_for(alice, alice)
+    assert not services.may_issue_for(alice, bob)
+    assert services.may_issue_for(superuser, bob)

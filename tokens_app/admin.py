@@ -5,7 +5,8 @@ goes through ``services``. Staff without the manage-all right see only their own
 tokens, and any URL about another token answers exactly like a missing one.
 """
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -73,6 +74,7 @@ class APITokenAdmin(_TokenAdminBase):
     search_fields = ("name", "key_id", "owner__username", "owner__email")
     date_hierarchy = "created_at"
     actions = ("revoke_selected",)
+    empty_value_display = "—"
     inlines = (TokenEventInline,)
     form = TokenChangeForm
     readonly_fields = (
@@ -140,9 +142,10 @@ class APITokenAdmin(_TokenAdminBase):
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        form = super().get_form(request, obj, change, **kwargs)
-        if not services.can_manage_all(request.user):
-            form.base_fields.pop("scopes", None)  # why: only managers may change scopes
+        form = cast(type[TokenChangeForm], super().get_form(request, obj, change, **kwargs))
+        form.actor = request.user  # why: the service's rules depend on who changes what
+        if not services.can_manage_all(request.user) or (obj and obj.revoked_at):
+            form.base_fields.pop("scopes", None)  # only managers change scopes, never when revoked
         return form
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -151,21 +154,20 @@ class APITokenAdmin(_TokenAdminBase):
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: APIToken, form: Any, change: bool) -> None:
-        # Why: the form has already put the new values on obj; the service compares with the row.
-        stored = APIToken.objects.select_related("owner").get(pk=obj.pk)
-        data = form.cleaned_data
-        try:
-            services.update_token(
-                stored,
-                actor=request.user,
-                name=data.get("name"),
-                description=data.get("description"),
-                scopes=data["scopes"] if "scopes" in form.fields else None,
-                ip=client_ip(request),
-                via="admin",
-            )
-        except ValidationError as error:
-            messages.error(request, " ".join(error.messages))
+        # Why: the form was validated against the same service call, so this only applies it.
+        services.update_token(
+            form.stored,
+            actor=request.user,
+            ip=client_ip(request),
+            via="admin",
+            **form.update_arguments(),
+        )
+
+    def _render(
+        self, request: HttpRequest, template: str, title: Any, **extra: Any
+    ) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "title": title, "opts": self.opts}
+        return TemplateResponse(request, TEMPLATES + template, {**context, **extra})
 
     # --- issuing ------------------------------------------------------------------------
 
@@ -196,14 +198,9 @@ class APITokenAdmin(_TokenAdminBase):
             else:
                 self.log_addition(request, issued.token, [{"added": {}}])
                 return self._issued_response(request, issued)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Issue an API token"),
-            "form": form,
-            "opts": self.opts,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, TEMPLATES + "issue.html", context)
+        return self._render(
+            request, "issue.html", _("Issue an API token"), form=form, media=self.media + form.media
+        )
 
     def _requested_owner(self, request: HttpRequest) -> Any:
         # Why: the scope checkboxes offer what the chosen owner may hold.
@@ -217,14 +214,13 @@ class APITokenAdmin(_TokenAdminBase):
         return request.user
 
     def _issued_response(self, request: HttpRequest, issued: services.IssuedToken) -> HttpResponse:
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Token issued"),
-            "opts": self.opts,
-            "token": issued.token,
-            "plaintext": issued.plaintext,
-        }
-        response = TemplateResponse(request, TEMPLATES + "issued.html", context)
+        response = self._render(
+            request,
+            "issued.html",
+            _("Token issued"),
+            token=issued.token,
+            plaintext=issued.plaintext,
+        )
         response["Cache-Control"] = "no-store"
         return response
 
@@ -244,13 +240,7 @@ class APITokenAdmin(_TokenAdminBase):
             raise PermissionDenied
         form = RevokeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            revoked = services.revoke_token(
-                token,
-                actor=request.user,
-                reason=form.cleaned_data["reason"],
-                ip=client_ip(request),
-                via="admin",
-            )
+            revoked = self._revoke(request, [token], form)
             message = _("Revoked %(token)s.") if revoked else _("%(token)s was already revoked.")
             messages.success(request, message % {"token": token})
             return HttpResponseRedirect(
@@ -258,19 +248,27 @@ class APITokenAdmin(_TokenAdminBase):
             )
         return self._revoke_confirmation(request, [token], form, action=None)
 
+    def _revoke(self, request: HttpRequest, tokens: Iterable[APIToken], form: RevokeForm) -> int:
+        return services.revoke_tokens(
+            tokens,
+            actor=request.user,
+            reason=form.cleaned_data["reason"],
+            ip=client_ip(request),
+            via="admin",
+        )
+
     def _revoke_confirmation(
         self, request: HttpRequest, tokens: list[APIToken], form: RevokeForm, action: str | None
     ) -> HttpResponse:
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Revoke API tokens"),
-            "opts": self.opts,
-            "tokens": tokens,
-            "form": form,
-            "action": action,
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, TEMPLATES + "revoke_confirmation.html", context)
+        return self._render(
+            request,
+            "revoke_confirmation.html",
+            _("Revoke API tokens"),
+            tokens=tokens,
+            form=form,
+            action=action,
+            action_checkbox_name=ACTION_CHECKBOX_NAME,
+        )
 
     @admin.action(description=_("Revoke selected tokens"), permissions=["change"])
     def revoke_selected(
@@ -278,13 +276,7 @@ class APITokenAdmin(_TokenAdminBase):
     ) -> HttpResponse | None:
         form = RevokeForm(request.POST if "confirm" in request.POST else None)
         if form.is_bound and form.is_valid():
-            count = services.revoke_tokens(
-                queryset,
-                actor=request.user,
-                reason=form.cleaned_data["reason"],
-                ip=client_ip(request),
-                via="admin",
-            )
+            count = self._revoke(request, queryset, form)
             messages.success(
                 request,
                 ngettext("Revoked %(count)d token.", "Revoked %(count)d tokens.", count)

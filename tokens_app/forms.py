@@ -123,10 +123,35 @@ class TokenChangeForm(_TokenModelForm):
         model = APIToken
         fields = ("name", "description")
 
+    #: Set by the admin on the form class it builds for one request.
+    actor: Any = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["scopes"].choices = scope_choices(self.instance.owner)  # type: ignore[attr-defined]
-        self.initial["scopes"] = list(self.instance.scopes)
+        # Pristine values: the ModelForm writes the new ones onto the instance while cleaning.
+        self.stored = APIToken.objects.select_related("owner").get(pk=self.instance.pk)
+        if "scopes" in self.fields:  # only for those who may change scopes
+            field = cast(forms.MultipleChoiceField, self.fields["scopes"])
+            field.choices = scope_choices(self.instance.owner)
+            self.initial["scopes"] = list(self.instance.scopes)
+
+    def update_arguments(self) -> dict[str, Any]:
+        """Return the keyword arguments for ``services.update_token``."""
+        data = self.cleaned_data
+        arguments = {"name": data.get("name"), "description": data.get("description")}
+        if "scopes" in self.fields:
+            arguments["scopes"] = data.get("scopes", [])
+        return arguments
+
+    def clean(self) -> dict[str, Any]:
+        # Why: the service's rules decide; the form only shows their verdict before saving.
+        cleaned = super().clean() or {}
+        if not self.errors:
+            try:
+                services.plan_token_update(self.stored, actor=self.actor, **self.update_arguments())
+            except ValidationError as error:
+                add_service_errors(self, error)
+        return cleaned
 
 
 class RevokeForm(forms.Form):

@@ -144,6 +144,8 @@ def issue_token(
     errors: dict[str, list[Any]] = {}
     if owner is None or not getattr(owner, "is_active", False):
         errors["owner"] = [_("The owner must be an active user.")]
+    elif actor is not None and not may_issue_for(actor, owner):
+        errors["owner"] = [_("You may issue tokens only for yourself.")]
     clean_name = validation.clean_name(name, errors)
     clean_description = validation.clean_description(description, errors)
     scope_names = validation.clean_scopes(owner, scopes, parent, errors)
@@ -227,6 +229,39 @@ def revoke_tokens(
     return sum(revoke_token(t, actor=actor, reason=reason, ip=ip, via=via) for t in tokens)
 
 
+def plan_token_update(
+    token: APIToken,
+    *,
+    actor: Any,
+    name: str | None = None,
+    description: str | None = None,
+    scopes: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Return the fields that :func:`update_token` would change, with their new values.
+
+    Write nothing; raise ``ValidationError`` (keyed by field) when a rule is
+    broken. Forms call it to show errors before anything is saved.
+    """
+    errors: validation.Errors = {}
+    wanted: dict[str, Any] = {}
+    if name is not None:
+        wanted["name"] = validation.clean_name(name, errors)
+    if description is not None:
+        wanted["description"] = validation.clean_description(description, errors)
+    if scopes is not None:
+        if not can_manage_all(actor):
+            errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
+        wanted["scopes"] = validation.clean_scopes(token.owner, scopes, None, errors)
+    if errors:
+        raise ValidationError(errors)
+    changes = {f: value for f, value in wanted.items() if getattr(token, f) != value}
+    if changes and token.revoked_at is not None:
+        raise ValidationError(_("A revoked token cannot be changed."))
+    if "name" in changes:
+        _check_name_free(token.owner, changes["name"], clock.now(), exclude=token)
+    return changes
+
+
 def update_token(
     token: APIToken,
     *,
@@ -243,33 +278,19 @@ def update_token(
     manage-all right and obeys the owner's grant policy; a revoked token is
     frozen. Raise ``ValidationError`` and write nothing when a rule is broken.
     """
-    errors: validation.Errors = {}
-    if token.revoked_at is not None:
-        raise ValidationError(_("A revoked token cannot be changed."))
-    wanted: dict[str, Any] = {}
-    if name is not None:
-        wanted["name"] = validation.clean_name(name, errors)
-    if description is not None:
-        wanted["description"] = validation.clean_description(description, errors)
-    if scopes is not None:
-        if not can_manage_all(actor):
-            errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
-        wanted["scopes"] = validation.clean_scopes(token.owner, scopes, None, errors)
-    if errors:
-        raise ValidationError(errors)
-    changed = [f for f, value in wanted.items() if getattr(token, f) != value]
-    if not changed:
-        return []
     with transaction.atomic():
-        if "name" in changed:
-            _lock_owner(token.owner)
-            _check_name_free(token.owner, wanted["name"], clock.now(), exclude=token)
-        APIToken.objects.filter(pk=token.pk).update(**{f: wanted[f] for f in changed})
-        detail = {f: {"from": getattr(token, f), "to": wanted[f]} for f in changed}
-        for f in changed:
-            setattr(token, f, wanted[f])
+        _lock_owner(token.owner)  # the name check below cannot be raced
+        changes = plan_token_update(
+            token, actor=actor, name=name, description=description, scopes=scopes
+        )
+        if not changes:
+            return []
+        APIToken.objects.filter(pk=token.pk).update(**changes)
+        detail = {f: {"from": getattr(token, f), "to": value} for f, value in changes.items()}
+        for f, value in changes.items():
+            setattr(token, f, value)
         _record(token, TokenEvent.Kind.UPDATED, actor=actor, ip=ip, via=via, detail=detail)
-    return changed
+    return list(changes)
 
 
 # --- who may see what -------------------------------------------------------------------
