@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,12 +12,23 @@ from rest_framework.views import APIView
 from tokens_app import scopes
 from tokens_app.models import APIToken
 
+WHOAMI_SCHEMA = inline_serializer(
+    "WhoAmI",
+    {
+        "username": serializers.CharField(),
+        "credential": serializers.ChoiceField(["api_token", "session"]),
+        "key_id": serializers.CharField(allow_null=True),
+        "scopes": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
 
 class WhoAmIView(APIView):
     """Any valid credential: the username, the credential type and its effective scopes."""
 
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(responses=WHOAMI_SCHEMA)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         credential = request.auth
         key_id: str | None

@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "tokens_app",
     "project.notes",
 ]
@@ -133,6 +135,23 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "tokens_app.exceptions.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "tokens_app.schema.ScopedAutoSchema",
+}
+
+# OpenAPI 3 at /api/schema/, docs UI at /api/docs/ (assets served locally: no CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tokens_app example API",
+    "DESCRIPTION": (
+        "Scoped, hashed, expiring, revocable API tokens. Send `Authorization: Bearer tka_...`; "
+        "each operation lists the scopes a token needs in `x-required-scopes`."
+    ),
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 API_TOKENS = {

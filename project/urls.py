@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from project.api import WhoAmIView
 
@@ -11,4 +12,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/whoami/", WhoAmIView.as_view(), name="whoami"),
     path("api/notes/", include("project.notes.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("tokens_app.api.urls")),
 ]
+
+handler404 = "project.errors.not_found"
+handler500 = "project.errors.server_error"

@@ -155,3 +155,28 @@ def test_environment_selects_cache_and_database_backends():
     assert _settings_value(
         "s.DATABASES['default']['ENGINE']", DATABASE_URL="postgres://u@127.0.0.1:5432/db"
     ).endswith("postgresql")
+
+
+def test_unknown_api_path_is_a_json_404(client):
+    response = client.get("/api/no-such-endpoint/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_unknown_page_outside_the_api_is_django_html_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(("path", "json_body"), [("/api/tokens/", True), ("/admin/", False)])
+def test_server_error_is_json_only_under_the_api(rf, path, json_body):
+    from project.errors import server_error
+
+    response = server_error(rf.get(path))
+    assert response.status_code == 500
+    if json_body:
+        assert response["Content-Type"] == "application/json"
+        assert b"Traceback" not in response.content
+    else:
+        assert response["Content-Type"].startswith("text/html")

@@ -359,3 +359,177 @@ def test_may_issue_for_self_or_as_manager(alice, bob, superuser):
     assert services.may_issue_for(alice, alice)
     assert not services.may_issue_for(alice, bob)
     assert services.may_issue_for(superuser, bob)
+
+
+# --- rotation -----------------------------------------------------------------------------
+
+
+def test_rotate_token_keeps_the_record_and_replaces_the_secret(alice, staff, issue, clock):
+    issued = issue(alice, ["notes:write"], name="ci", expires_in=timedelta(days=7))
+    old = APIToken.objects.get(pk=issued.token.pk)
+    rotated = services.rotate_token(issued.token, actor=alice, ip="10.0.0.1", via="test")
+    assert rotated.token is issued.token
+    assert rotated.plaintext != issued.plaintext
+    assert "plaintext" not in repr(rotated) and rotated.plaintext not in repr(rotated)
+    new = APIToken.objects.get(pk=old.pk)
+    assert (new.key_id, new.name, new.scopes, new.expires_at, new.created_at) == (
+        old.key_id,
+        old.name,
+        old.scopes,
+        old.expires_at,
+        old.created_at,
+    )
+    assert new.secret_hash != old.secret_hash
+    assert (new.previous_secret_hash, new.previous_secret_valid_until) == ("", None)
+    assert rotated.plaintext.split("_")[-1] not in new.secret_hash
+    assert services.authenticate(rotated.plaintext) == new
+    with pytest.raises(services.InvalidToken) as excinfo:
+        services.authenticate(issued.plaintext)
+    assert excinfo.value.reason == "wrong secret"
+    event = TokenEvent.objects.get(kind="rotated")
+    assert (event.token, event.key_id, event.actor, event.ip, event.via, event.detail) == (
+        new,
+        new.key_id,
+        alice,
+        "10.0.0.1",
+        "test",
+        {"grace_seconds": 0},
+    )
+    assert event.created_at == clock()
+
+
+def test_rotation_grace_accepts_the_old_secret_until_it_ends(alice, issue, clock):
+    issued = issue(alice)
+    rotated = services.rotate_token(issued.token, grace_seconds=60)
+    stored = APIToken.objects.get(pk=issued.token.pk)
+    assert stored.previous_secret_hash == issued.token.previous_secret_hash != ""
+    assert stored.previous_secret_valid_until == clock() + timedelta(seconds=60)
+    clock.advance(seconds=59)
+    assert services.authenticate(issued.plaintext).pk == stored.pk
+    assert services.authenticate(rotated.plaintext).pk == stored.pk
+    clock.advance(seconds=1)
+    with pytest.raises(services.InvalidToken) as excinfo:
+        services.authenticate(issued.plaintext)
+    assert excinfo.value.reason == "wrong secret"
+    assert services.authenticate(rotated.plaintext).pk == stored.pk
+
+
+def test_rotation_grace_never_upgrades_the_retired_hash(alice, issue, settings, clock):
+    issued = issue(alice)
+    services.rotate_token(issued.token, grace_seconds=60)
+    settings.API_TOKENS = {**settings.API_TOKENS, "HASH_KEY": "k" * 40}  # old key now "old"
+    before = APIToken.objects.get(pk=issued.token.pk)
+    services.authenticate(issued.plaintext)
+    after = APIToken.objects.get(pk=issued.token.pk)
+    assert (after.secret_hash, after.previous_secret_hash) == (
+        before.secret_hash,
+        before.previous_secret_hash,
+    )
+
+
+def test_rotation_grace_ends_on_the_next_rotation(alice, issue, clock):
+    first = issue(alice)
+    second = services.rotate_token(first.token, grace_seconds=600)
+    third = services.rotate_token(first.token)
+    for old in (first, second):
+        with pytest.raises(services.InvalidToken):
+            services.authenticate(old.plaintext)
+    assert services.authenticate(third.plaintext).pk == first.token.pk
+
+
+def test_rotation_grace_does_not_outlive_revocation(alice, issue, clock):
+    issued = issue(alice)
+    services.rotate_token(issued.token, grace_seconds=600)
+    services.revoke_token(issued.token)
+    with pytest.raises(services.InvalidToken) as excinfo:
+        services.authenticate(issued.plaintext)
+    assert excinfo.value.reason == "revoked"
+
+
+@pytest.mark.parametrize("grace", [-1, 86401, True, 1.5, "60", None])
+def test_rotate_token_refuses_bad_grace_and_writes_nothing(alice, issue, grace):
+    issued = issue(alice)
+    before = APIToken.objects.get(pk=issued.token.pk).secret_hash
+    with pytest.raises(ValidationError) as excinfo:
+        services.rotate_token(issued.token, grace_seconds=grace)
+    assert error_fields(excinfo) == {"grace_seconds"}
+    assert APIToken.objects.get(pk=issued.token.pk).secret_hash == before
+    assert not TokenEvent.objects.filter(kind="rotated").exists()
+    assert services.authenticate(issued.plaintext).pk == issued.token.pk
+
+
+def test_rotate_token_grace_limit_is_max_rotation_grace(alice, issue, settings):
+    token = issue(alice).token
+    services.rotate_token(token, grace_seconds=86400)
+    settings.API_TOKENS = {**settings.API_TOKENS, "MAX_ROTATION_GRACE": "30s"}
+    services.rotate_token(token, grace_seconds=30)
+    with pytest.raises(ValidationError, match="0 to 30"):
+        services.rotate_token(token, grace_seconds=31)
+
+
+@pytest.mark.parametrize("state", ["revoked", "expired", "owner_inactive"])
+def test_only_a_usable_token_can_be_rotated(alice, issue, clock, state):
+    issued = issue(alice, expires_in=timedelta(days=1))
+    if state == "revoked":
+        services.revoke_token(issued.token)
+    elif state == "expired":
+        clock.advance(days=1)
+    else:
+        alice.is_active = False
+        alice.save()
+    token = APIToken.objects.select_related("owner").get(pk=issued.token.pk)
+    with pytest.raises(ValidationError, match="Only an active token"):
+        services.rotate_token(token)
+    assert APIToken.objects.get(pk=token.pk).secret_hash == token.secret_hash
+    assert not TokenEvent.objects.filter(kind="rotated").exists()
+
+
+def test_max_rotation_grace_setting(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from tokens_app import conf
+
+    assert conf.token_settings().max_rotation_grace == timedelta(days=1)
+    settings.API_TOKENS = {**settings.API_TOKENS, "MAX_ROTATION_GRACE": "2h"}
+    assert conf.token_settings().max_rotation_grace == timedelta(hours=2)
+    settings.API_TOKENS = {**settings.API_TOKENS, "MAX_ROTATION_GRACE": timedelta(minutes=5)}
+    assert conf.token_settings().max_rotation_grace == timedelta(minutes=5)
+    for bad in ("soon", None, timedelta(0)):
+        with pytest.raises(ImproperlyConfigured, match="MAX_ROTATION_GRACE"):
+            conf.load({"MAX_ROTATION_GRACE": bad})
+
+
+# --- statuses in the database -------------------------------------------------------------
+
+
+def test_with_status_matches_status_for_every_status(alice, bob, issue, clock):
+    from tokens_app.models import TokenStatus
+
+    active = issue(alice, expires_in=timedelta(days=10)).token
+    never = issue(alice).token
+    APIToken.objects.filter(pk=never.pk).update(expires_at=None)
+    expired = issue(alice, expires_in=timedelta(days=1)).token
+    revoked = issue(alice).token
+    revoked_and_expired = issue(alice, expires_in=timedelta(days=1)).token
+    for token in (revoked, revoked_and_expired):
+        services.revoke_token(token)
+    inactive = issue(bob, expires_in=timedelta(days=10)).token
+    inactive_expired = issue(bob, expires_in=timedelta(days=1)).token
+    bob.is_active = False
+    bob.save()
+    clock.advance(days=2)
+    expected = {
+        TokenStatus.ACTIVE: {active, never},
+        TokenStatus.EXPIRED: {expired, inactive_expired},
+        TokenStatus.REVOKED: {revoked, revoked_and_expired},
+        TokenStatus.OWNER_INACTIVE: {inactive},
+    }
+    tokens = list(APIToken.objects.select_related("owner"))
+    for status, wanted in expected.items():
+        assert set(APIToken.objects.with_status(status)) == wanted, status
+        assert set(APIToken.objects.with_status(status.value)) == wanted, status
+        assert {t for t in tokens if t.status(clock()) is status} == wanted, status
+    assert set(APIToken.objects.for_owner(alice).with_status("active")) == {active, never}
+    assert list(APIToken.objects.with_status("bogus")) == []
+    earlier = clock() - timedelta(days=2)
+    assert set(APIToken.objects.with_status("expired", earlier)) == set()

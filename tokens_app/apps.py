@@ -11,4 +11,4 @@ class TokensAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported for their side effects: check registration and signal wiring.
-        from tokens_app import checks, conf  # noqa: F401
+        from tokens_app import checks, conf, schema  # noqa: F401

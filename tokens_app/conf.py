@@ -9,6 +9,8 @@ every object derived from it (scope registry, hashers).
 import functools
 import hashlib
 import hmac
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +25,9 @@ from tokens_app import keys
 from tokens_app.durations import parse_duration
 
 HASHERS = ("hmac-sha256", "argon2")
+#: django-ratelimit's rate syntax: a count, then a period such as ``15m`` or ``h``.
+RATE_PATTERN = re.compile(r"[1-9][0-9]*/[1-9]?[0-9]*[smhd]")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_HASH_KEY_LENGTH = 32
 
 DEFAULTS: dict[str, Any] = {
@@ -33,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_NON_EXPIRING": False,
     "MAX_ACTIVE_TOKENS_PER_USER": 50,
     "LAST_USED_INTERVAL": "5m",
+    "MAX_ROTATION_GRACE": "1d",
+    "PASSWORD_EXCHANGE_RATE": "5/15m",
+    "TRUSTED_PROXIES": [],
     "HASHER": "hmac-sha256",
     "HASH_KEY": None,
     "OLD_HASH_KEYS": [],
@@ -54,6 +62,9 @@ class TokenSettings:
     allow_non_expiring: bool
     max_active_tokens_per_user: int | None
     last_used_interval: timedelta
+    max_rotation_grace: timedelta
+    password_exchange_rate: str
+    trusted_proxies: tuple[IPNetwork, ...]
     hasher: str
     hash_key: bytes
     hash_key_is_derived: bool
@@ -111,6 +122,16 @@ def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, t
     return str(configured).encode(), False, old_keys
 
 
+def _networks(value: Any, problems: list[str]) -> tuple[IPNetwork, ...]:
+    if isinstance(value, list | tuple):
+        try:
+            return tuple(ipaddress.ip_network(item, strict=False) for item in value)
+        except (TypeError, ValueError):
+            pass
+    problems.append("TRUSTED_PROXIES must be a list of IP addresses or CIDR networks")
+    return ()
+
+
 def _positive_int_or_none(raw: dict[str, Any], name: str, problems: list[str]) -> int | None:
     value = raw[name]
     if value is None or (type(value) is int and value > 0):
@@ -158,6 +179,11 @@ def load(raw_settings: Any) -> TokenSettings:
     default_lifetime = _duration(raw, "DEFAULT_LIFETIME", problems, optional=True)
     max_lifetime = _duration(raw, "MAX_LIFETIME", problems, optional=True)
     last_used_interval = _duration(raw, "LAST_USED_INTERVAL", problems, optional=False)
+    max_rotation_grace = _duration(raw, "MAX_ROTATION_GRACE", problems, optional=False)
+    rate = raw["PASSWORD_EXCHANGE_RATE"]
+    if not isinstance(rate, str) or not RATE_PATTERN.fullmatch(rate):
+        problems.append("PASSWORD_EXCHANGE_RATE must look like '5/15m' (count/[n]s|m|h|d)")
+    trusted_proxies = _networks(raw["TRUSTED_PROXIES"], problems)
     allow_non_expiring = _flag(raw, "ALLOW_NON_EXPIRING", problems)
     if default_lifetime is None and not allow_non_expiring and raw["DEFAULT_LIFETIME"] is None:
         problems.append("DEFAULT_LIFETIME may be None only when ALLOW_NON_EXPIRING is True")
@@ -182,6 +208,9 @@ def load(raw_settings: Any) -> TokenSettings:
         allow_non_expiring=allow_non_expiring,
         max_active_tokens_per_user=max_active,
         last_used_interval=last_used_interval,
+        max_rotation_grace=max_rotation_grace,
+        password_exchange_rate=rate,
+        trusted_proxies=trusted_proxies,
         hasher=raw["HASHER"],
         hash_key=hash_key,
         hash_key_is_derived=derived,

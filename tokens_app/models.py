@@ -38,6 +38,24 @@ class APITokenQuerySet(models.QuerySet["APIToken"]):
         )
         return usable.filter(owner__is_active=True) if _owner_can_be_inactive() else usable
 
+    def with_status(self, status: str, now: datetime | None = None) -> "APITokenQuerySet":
+        """Tokens in *status* (a ``TokenStatus`` value): the queryset twin of ``status()``."""
+        now = now or clock.now()
+        usable = APIToken.objects.usable(now).values("pk")
+        if status == TokenStatus.ACTIVE:
+            return self.filter(pk__in=usable)
+        if status == TokenStatus.EXPIRED:
+            return self.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if status == TokenStatus.REVOKED:
+            return self.filter(revoked_at__isnull=False)
+        if status == TokenStatus.OWNER_INACTIVE:
+            return (
+                self.filter(revoked_at__isnull=True)
+                .exclude(pk__in=usable)
+                .exclude(expires_at__lte=now)
+            )
+        return self.none()
+
     def for_owner(self, owner: Any) -> "APITokenQuerySet":
         return self.filter(owner=owner)
 
@@ -61,6 +79,9 @@ class APIToken(models.Model):
         help_text=_("The token's public identifier. The secret part is never stored."),
     )
     secret_hash = models.CharField(_("secret hash"), max_length=255, editable=False)
+    # After a rotation with a grace period, the old secret's hash and when it stops working.
+    previous_secret_hash = models.CharField(max_length=255, blank=True, editable=False)
+    previous_secret_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
     scopes = models.JSONField(_("scopes"), default=list)
     created_at = models.DateTimeField(_("created at"), default=clock.now, editable=False)
     created_by = models.ForeignKey(

@@ -10,14 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import authenticate as django_authenticate
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django_ratelimit.core import get_usage
 
 from tokens_app import clock, hashing, keys, validation
+from tokens_app.client import client_ip
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent, TokenStatus
 
@@ -229,6 +233,56 @@ def revoke_tokens(
     return sum(revoke_token(t, actor=actor, reason=reason, ip=ip, via=via) for t in tokens)
 
 
+def rotate_token(
+    token: APIToken,
+    *,
+    actor: Any = None,
+    grace_seconds: int = 0,
+    ip: str | None = None,
+    via: str = "",
+) -> IssuedToken:
+    """Give *token* a new secret, returned once; same record, scopes, name and expiry.
+
+    The old secret stops working at once, or after *grace_seconds* (at most
+    ``MAX_ROTATION_GRACE``) so a deployment can switch over without downtime.
+    Only a usable token can be rotated.
+    """
+    limit = token_settings().max_rotation_grace
+    if type(grace_seconds) is not int or not 0 <= grace_seconds <= limit.total_seconds():
+        raise ValidationError(
+            {
+                "grace_seconds": _("Give a whole number of seconds from 0 to %(max)d.")
+                % {"max": int(limit.total_seconds())}
+            }
+        )
+    now = clock.now()
+    if not token.is_usable(now):
+        raise ValidationError(_("Only an active token can be rotated."))
+    secret = keys.generate_secret()
+    keep_old = grace_seconds > 0
+    changes = {
+        "secret_hash": hashing.hash_secret(secret),
+        "previous_secret_hash": token.secret_hash if keep_old else "",
+        "previous_secret_valid_until": now + timedelta(seconds=grace_seconds) if keep_old else None,
+    }
+    with transaction.atomic():
+        APIToken.objects.filter(pk=token.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(token, name, value)
+        _record(
+            token,
+            TokenEvent.Kind.ROTATED,
+            actor=actor,
+            ip=ip,
+            via=via,
+            detail={"grace_seconds": grace_seconds},
+        )
+    logger.info("Rotated API token %s via %s", token.key_id, via or "code")
+    return IssuedToken(
+        token=token, plaintext=keys.assemble(token_settings().prefix, token.key_id, secret)
+    )
+
+
 def plan_token_update(
     token: APIToken,
     *,
@@ -351,6 +405,11 @@ def _touch_last_used(token: APIToken, now: datetime, ip: str | None) -> None:
     token.last_used_at, token.last_used_ip = now, ip
 
 
+def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
+    until = token.previous_secret_valid_until
+    return bool(token.previous_secret_hash) and until is not None and now < until
+
+
 def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
     """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
 
@@ -366,10 +425,13 @@ def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
     if token is None:
         hashing.burn_verification_time(parsed.secret)
         raise InvalidToken("unknown key id", parsed.key_id)
+    now = clock.now()
     matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
+    if not matches and _in_rotation_grace(token, now):
+        matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
+        upgraded = None  # the previous hash is retired, never upgraded
     if not matches:
         raise InvalidToken("wrong secret", token.key_id)
-    now = clock.now()
     status = token.status(now)
     if status is not TokenStatus.ACTIVE:
         raise InvalidToken(status.value, token.key_id)
@@ -380,3 +442,54 @@ def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
         token.secret_hash = upgraded
     _touch_last_used(token, now, ip)
     return token
+
+
+# --- password exchange ------------------------------------------------------------------
+
+PASSWORD_RATE_GROUP = "tokens_app.password-exchange"  # noqa: S105 — a cache key prefix
+
+
+class TooManyAttempts(Exception):  # noqa: N818 — reads better at the raise sites
+    """Password attempts over the configured rate; ``retry_after`` is in seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+def _normalised_username(username: str) -> str:
+    return username.strip().casefold()
+
+
+def count_password_attempt(request: HttpRequest, username: str) -> None:
+    """Count one password attempt per client IP and per username; raise when over the rate.
+
+    Every attempt counts, right password or not, so guessing cannot be told
+    apart from use. A cache that cannot count fails closed (django-ratelimit
+    reports it as limited).
+    """
+    rate = token_settings().password_exchange_rate
+    keys_by_name = {
+        "ip": lambda group, req: client_ip(req) or "unknown",
+        "user": lambda group, req: _normalised_username(username),
+    }
+    waits = []
+    for name, key in keys_by_name.items():
+        usage = get_usage(
+            request, group=f"{PASSWORD_RATE_GROUP}.{name}", key=key, rate=rate, increment=True
+        )
+        if usage is not None and usage["should_limit"]:
+            waits.append(max(int(usage["time_left"]), 1))
+    if waits:
+        logger.warning("Password exchange rate exceeded (ip %s)", client_ip(request) or "-")
+        raise TooManyAttempts(max(waits))
+
+
+def check_password(request: HttpRequest, username: str, password: str) -> Any:
+    """Return the active user with these credentials, or ``None``.
+
+    Django's backends run the password hasher for unknown and inactive users
+    too, so the answer time does not tell who exists.
+    """
+    user = django_authenticate(request, username=username, password=password)
+    return user if user is not None and getattr(user, "is_active", False) else None

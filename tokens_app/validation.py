@@ -82,6 +82,15 @@ def _lifetime_limit_message(limit: timedelta) -> str:
     return _("Tokens may live at most %(max)s.") % {"max": format_duration(limit)}
 
 
+def _default_expiry(now: datetime, parent: APIToken | None) -> datetime | None:
+    # A token minted by a token ends, by default, no later than its parent.
+    lifetime = token_settings().default_lifetime
+    default = now + lifetime if lifetime is not None else None
+    if parent is None or parent.expires_at is None:
+        return default
+    return parent.expires_at if default is None else min(default, parent.expires_at)
+
+
 def resolve_expiry(
     now: datetime,
     expires_at: datetime | None,
@@ -105,8 +114,8 @@ def resolve_expiry(
         except OverflowError:
             errors.setdefault("expires_at", []).append(_("That lifetime is too long."))
             return None
-    elif expires_at is None and not never_expires and conf.default_lifetime is not None:
-        expires_at = now + conf.default_lifetime
+    elif expires_at is None and not never_expires:
+        expires_at = _default_expiry(now, parent)
     if expires_at is None:  # never expires: asked for, or the configured default
         if not conf.allow_non_expiring:
             errors.setdefault("expires_at", []).append(

@@ -1,0 +1,70 @@
+"""Serializers of the token API: shapes and types only; the rules are in ``services``."""
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from tokens_app import clock
+from tokens_app.models import APIToken
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Reject fields the endpoint does not know: a typo must not be silently ignored."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
+        return attrs
+
+
+class TokenSerializer(serializers.Serializer[APIToken]):
+    """A token's public metadata: never a secret, never a hash."""
+
+    id = serializers.CharField(source="key_id", read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    status = serializers.SerializerMethodField()
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_used_ip = serializers.IPAddressField(read_only=True, allow_null=True)
+    revoked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    def get_status(self, token: APIToken) -> str:
+        return token.status(clock.now()).value
+
+
+class IssuedTokenSerializer(TokenSerializer):
+    """Metadata plus the plaintext ``token``, which this response carries once."""
+
+    token = serializers.CharField(read_only=True, source="_plaintext")
+
+
+class CreateTokenSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    scopes = serializers.ListField(child=serializers.CharField(max_length=64), max_length=50)
+    expires_in_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
+    expires_at = serializers.DateTimeField(required=False)
+
+
+class PasswordExchangeSerializer(CreateTokenSerializer):
+    """The owner's credentials, plus the fields of the token to create."""
+
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(
+        max_length=4096, trim_whitespace=False, style={"input_type": "password"}
+    )
+
+
+class UpdateTokenSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100, required=False)
+    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+
+
+class RotateTokenSerializer(StrictSerializer):
+    grace_seconds = serializers.IntegerField(min_value=0, required=False, default=0)

@@ -1,0 +1,253 @@
+"""Views of the token API: thin adapters from HTTP to ``services``.
+
+A token's URL id is its key id. Every id that is not the caller's (another
+user's, nonexistent or malformed) takes the same path: one query, one 404.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError as ServiceError
+from django.utils.decorators import method_decorator
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters
+from rest_framework import exceptions, generics, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tokens_app import keys, services
+from tokens_app.api.serializers import (
+    CreateTokenSerializer,
+    IssuedTokenSerializer,
+    PasswordExchangeSerializer,
+    RotateTokenSerializer,
+    TokenSerializer,
+    UpdateTokenSerializer,
+)
+from tokens_app.client import client_ip
+from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
+from tokens_app.permissions import HasScope
+
+READ, WRITE = ["tokens:read"], ["tokens:write"]
+_FIELD_FOR = {
+    "expires_at": "expires_at",
+    "owner": "non_field_errors",
+    "__all__": "non_field_errors",
+}
+
+
+class TokenPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def service_error(error: ServiceError) -> exceptions.ValidationError:
+    """Turn a service ``ValidationError`` into DRF's 400, keyed by request field."""
+    if not hasattr(error, "error_dict"):
+        return exceptions.ValidationError({"non_field_errors": error.messages})
+    return exceptions.ValidationError(
+        {_FIELD_FOR.get(field, field): messages for field, messages in error.message_dict.items()}
+    )
+
+
+def issued_response(issued: services.IssuedToken, status_code: int) -> Response:
+    """Answer with the plaintext once; ``no-store`` keeps it out of every cache."""
+    issued.token._plaintext = issued.plaintext  # type: ignore[attr-defined]
+    response = Response(IssuedTokenSerializer(issued.token).data, status=status_code)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def caller_token(request: Request) -> APIToken | None:
+    """Return the API token this request authenticated with, if it did."""
+    return request.auth if isinstance(request.auth, APIToken) else None
+
+
+class TokenListView(generics.ListAPIView[APIToken]):
+    """``GET``: the caller's tokens (``?status=``, ``?all=true`` for managers); ``POST``: create."""
+
+    serializer_class = TokenSerializer
+    pagination_class = TokenPagination
+    permission_classes = [HasScope]
+    required_scopes = {"GET": READ, "POST": WRITE}
+
+    def get_queryset(self) -> APITokenQuerySet:
+        request = self.request
+        if request.query_params.get("all") == "true":
+            if not services.can_manage_all(request.user):
+                raise exceptions.PermissionDenied(_("Only token managers may list every token."))
+            tokens = services.visible_tokens(request.user)
+        else:
+            tokens = services.tokens_for(request.user)
+        wanted = request.query_params.get("status")
+        if wanted is None:
+            return tokens
+        if wanted not in TokenStatus.values:
+            raise exceptions.ValidationError(
+                {
+                    "status": [
+                        _("Use one of: %(values)s.") % {"values": ", ".join(TokenStatus.values)}
+                    ]
+                }
+            )
+        return tokens.with_status(wanted)
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = CreateTokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        days = data.get("expires_in_days")
+        try:
+            issued = services.issue_token(
+                request.user,
+                name=data["name"],
+                scopes=data["scopes"],
+                description=data.get("description", ""),
+                expires_at=data.get("expires_at"),
+                expires_in=timedelta(days=days) if days else None,
+                actor=request.user,
+                ip=client_ip(request),
+                via="api",
+                parent=caller_token(request),
+            )
+        except ServiceError as error:
+            raise service_error(error) from None
+        return issued_response(issued, status.HTTP_201_CREATED)
+
+
+def own_token(request: Request, key_id: str) -> APIToken:
+    """Return the caller's token with *key_id*; anything else is the same 404 by the same query."""
+    # A malformed id still runs the query (same timing), with a value no row can hold; this
+    # also keeps bytes such as NUL, which PostgreSQL refuses, away from the database.
+    safe_id = key_id if keys.is_valid_key_id(key_id) else ""
+    token = services.tokens_for(request.user).filter(key_id=safe_id).first()
+    if token is None:
+        raise exceptions.NotFound()
+    return token
+
+
+class TokenDetailView(APIView):
+    """``GET`` one token, ``PATCH`` its name or description, ``DELETE`` to revoke it."""
+
+    permission_classes = [HasScope]
+    required_scopes = {"GET": READ, "PATCH": WRITE, "DELETE": WRITE}
+
+    def get(self, request: Request, key_id: str) -> Response:
+        return Response(TokenSerializer(own_token(request, key_id)).data)
+
+    def patch(self, request: Request, key_id: str) -> Response:
+        token = own_token(request, key_id)
+        serializer = UpdateTokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.update_token(
+                token,
+                actor=request.user,
+                ip=client_ip(request),
+                via="api",
+                **serializer.validated_data,
+            )
+        except ServiceError as error:
+            raise service_error(error) from None
+        return Response(TokenSerializer(token).data)
+
+    def delete(self, request: Request, key_id: str) -> Response:
+        services.revoke_token(
+            own_token(request, key_id), actor=request.user, ip=client_ip(request), via="api"
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenRotateView(APIView):
+    """``POST``: a new secret for the same token, returned once."""
+
+    permission_classes = [HasScope]
+    required_scopes = {"POST": WRITE}
+
+    def post(self, request: Request, key_id: str) -> Response:
+        token = own_token(request, key_id)
+        serializer = RotateTokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            issued = services.rotate_token(
+                token,
+                actor=request.user,
+                ip=client_ip(request),
+                via="api",
+                grace_seconds=serializer.validated_data["grace_seconds"],
+            )
+        except ServiceError as error:
+            raise service_error(error) from None
+        return issued_response(issued, status.HTTP_200_OK)
+
+
+class CurrentTokenView(APIView):
+    """The token that authenticated this request: ``GET`` it, or ``DELETE`` to revoke it."""
+
+    required_scopes = {"GET": READ}
+
+    def get_permissions(self) -> list[BasePermission]:
+        # Why: revoking the credential you hold needs no scope (a leaked token can kill itself).
+        if self.request.method == "DELETE":
+            return [IsAuthenticated()]
+        return [HasScope()]
+
+    def current(self, request: Request) -> APIToken:
+        token = caller_token(request)
+        if token is None:
+            raise exceptions.ValidationError(
+                {"non_field_errors": [_("This request was not authenticated with an API token.")]}
+            )
+        return token
+
+    def get(self, request: Request) -> Response:
+        return Response(TokenSerializer(self.current(request)).data)
+
+    def delete(self, request: Request) -> Response:
+        services.revoke_token(
+            self.current(request),
+            actor=request.user,
+            ip=client_ip(request),
+            reason="self-revoked",
+            via="api",
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@method_decorator(sensitive_post_parameters("password"), name="dispatch")
+class PasswordExchangeView(APIView):
+    """``POST``: trade a username and password for a new token (for CLIs), rate-limited."""
+
+    authentication_classes: list[type[BaseAuthentication]] = []  # credentials are in the body
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        serializer = PasswordExchangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        username, password = data.pop("username"), data.pop("password")
+        try:
+            services.count_password_attempt(request, username)
+        except services.TooManyAttempts as limited:
+            raise exceptions.Throttled(wait=limited.retry_after) from None
+        user = services.check_password(request, username, password)
+        if user is None:
+            raise exceptions.ValidationError({"detail": _("Invalid username or password.")})
+        days = data.pop("expires_in_days", None)
+        try:
+            issued = services.issue_token(
+                user,
+                actor=user,
+                ip=client_ip(request),
+                via="password",
+                expires_in=timedelta(days=days) if days else None,
+                **data,
+            )
+        except ServiceError as error:
+            raise service_error(error) from None
+        return issued_response(issued, status.HTTP_201_CREATED)

@@ -1,0 +1,237 @@
+"""OpenAPI 3 through drf-spectacular: the bearer scheme, required scopes and error responses.
+
+Set ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "tokens_app.schema.ScopedAutoSchema"``.
+Importing this module registers the extensions: the bearer security scheme of
+``APITokenAuthentication`` and the request/response shapes of the token API views.
+"""
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import permissions as drf_permissions
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from tokens_app.api.serializers import (
+    CreateTokenSerializer,
+    IssuedTokenSerializer,
+    PasswordExchangeSerializer,
+    RotateTokenSerializer,
+    TokenSerializer,
+    UpdateTokenSerializer,
+)
+from tokens_app.conf import token_settings
+from tokens_app.models import TokenStatus
+from tokens_app.permissions import HasScope, required_scopes
+
+SCHEME_NAME = "apiToken"
+SCOPES_EXTENSION = "x-required-scopes"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class APIErrorSerializer(serializers.Serializer[Any]):
+    """The body of every non-validation error under ``/api/``."""
+
+    detail = serializers.CharField()
+
+
+class ScopeErrorSerializer(APIErrorSerializer):
+    """403: ``required_scopes`` is present when a token lacks a scope."""
+
+    required_scopes = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+VALIDATION_ERROR = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Invalid input: field names (or `non_field_errors`) map to lists of messages.",
+)
+ERROR_RESPONSES = {
+    "400": VALIDATION_ERROR,
+    "401": OpenApiResponse(
+        APIErrorSerializer, description="No credentials, or an invalid, expired or revoked token."
+    ),
+    "403": OpenApiResponse(
+        ScopeErrorSerializer, description="The credential lacks a required scope or permission."
+    ),
+    "404": OpenApiResponse(
+        APIErrorSerializer, description="Not found (or not yours: both answer the same)."
+    ),
+}
+
+
+class APITokenScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Bearer <token>``: an HTTP bearer security scheme."""
+
+    target_class = "tokens_app.authentication.APITokenAuthentication"
+    match_subclasses = True
+    name = SCHEME_NAME
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        prefix = token_settings().prefix
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": f"{prefix}_… opaque API token",
+            "description": (
+                f"An API token (`{prefix}_…`) issued in the admin, by `manage.py issue_token` "
+                "or through `/api/tokens/`. Each operation lists the scopes it needs "
+                f"in `{SCOPES_EXTENSION}`."
+            ),
+        }
+
+
+class ScopedAutoSchema(AutoSchema):
+    """drf-spectacular's ``AutoSchema`` plus required scopes and the API's error responses."""
+
+    def operation_scopes(self) -> list[str] | None:
+        """Return the scopes a token needs for this operation, or ``None`` if it is not scoped."""
+        if not any(isinstance(p, HasScope) for p in self.view.get_permissions()):
+            return None
+        return required_scopes(self.view, self.method) or []
+
+    def is_public(self) -> bool:
+        """Return whether anonymous callers may use this operation."""
+        return any(isinstance(p, drf_permissions.AllowAny) for p in self.view.get_permissions())
+
+    def get_description(self) -> str:  # type: ignore[override]
+        description = super().get_description()
+        scopes = self.operation_scopes()
+        if not scopes:
+            return description
+        sentence = "Required scopes (API token): " + ", ".join(f"`{s}`" for s in scopes) + "."
+        return f"{description}\n\n{sentence}" if description else sentence
+
+    def get_extensions(self) -> dict[str, Any]:
+        extensions = dict(super().get_extensions())
+        scopes = self.operation_scopes()
+        if scopes is not None:
+            extensions[SCOPES_EXTENSION] = scopes
+        return extensions
+
+    def has_query_parameters(self) -> bool:
+        """Return whether the operation reads query parameters (each one can be invalid)."""
+        return any(parameter["in"] == "query" for parameter in self._get_parameters())
+
+    def error_codes(self) -> list[str]:
+        """Return the error statuses this operation can answer, beyond what it declares."""
+        codes = [] if self.is_public() else ["401", "403"]
+        if self.method in BODY_METHODS or self.has_query_parameters():
+            codes.append("400")
+        if "{" in self.path or (self.method == "GET" and self._is_list_view()):
+            codes.append("404")  # unknown ids, and pages past the end of a list
+        return codes
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = dict(super()._get_response_bodies(direction))
+        for code in self.error_codes():
+            if code not in responses:  # what a view declares wins
+                responses[code] = self._get_response_for_code(  # type: ignore[no-untyped-call]
+                    ERROR_RESPONSES[code], code, direction=direction
+                )
+        return responses
+
+
+def _documented(extension: OpenApiViewExtension, **methods: Any) -> type[APIView]:
+    """Return a subclass of the extension's view, documented per method (``get=...``).
+
+    The views stay free of schema code: drf-spectacular swaps this subclass in for them.
+    """
+    view: type[APIView] = extension.target
+    documented: type[APIView] = extend_schema_view(**methods)(type(view.__name__, (view,), {}))
+    return documented
+
+
+NOT_A_TOKEN = OpenApiResponse(
+    OpenApiTypes.OBJECT, description="The request was not authenticated with an API token."
+)
+TOO_MANY_ATTEMPTS = OpenApiResponse(
+    APIErrorSerializer,
+    description="Too many attempts for this client or username: see `Retry-After`.",
+)
+
+
+class TokenListSchema(OpenApiViewExtension):
+    """``/api/tokens/``: the list filters, and the create request and its one-time plaintext."""
+
+    target_class = "tokens_app.api.views.TokenListView"
+
+    def view_replacement(self) -> type[APIView]:
+        filters = [
+            OpenApiParameter("status", str, enum=list(TokenStatus.values)),
+            OpenApiParameter("all", str, enum=["true"], description="Every token (managers only)."),
+        ]
+        return _documented(
+            self,
+            get=extend_schema(parameters=filters),
+            post=extend_schema(
+                request=CreateTokenSerializer, responses={201: IssuedTokenSerializer}
+            ),
+        )
+
+
+class TokenDetailSchema(OpenApiViewExtension):
+    """``/api/tokens/{key_id}/``: read, rename or describe, revoke."""
+
+    target_class = "tokens_app.api.views.TokenDetailView"
+
+    def view_replacement(self) -> type[APIView]:
+        return _documented(
+            self,
+            get=extend_schema(responses=TokenSerializer),
+            patch=extend_schema(request=UpdateTokenSerializer, responses=TokenSerializer),
+            delete=extend_schema(responses={204: None}),
+        )
+
+
+class TokenRotateSchema(OpenApiViewExtension):
+    """``/api/tokens/{key_id}/rotate/``: the new plaintext, once."""
+
+    target_class = "tokens_app.api.views.TokenRotateView"
+
+    def view_replacement(self) -> type[APIView]:
+        return _documented(
+            self,
+            post=extend_schema(
+                request=RotateTokenSerializer, responses={200: IssuedTokenSerializer}
+            ),
+        )
+
+
+class CurrentTokenSchema(OpenApiViewExtension):
+    """``/api/tokens/current/``: 400 when the request did not use a token."""
+
+    target_class = "tokens_app.api.views.CurrentTokenView"
+
+    def view_replacement(self) -> type[APIView]:
+        return _documented(
+            self,
+            get=extend_schema(responses={200: TokenSerializer, 400: NOT_A_TOKEN}),
+            delete=extend_schema(responses={204: None, 400: NOT_A_TOKEN}),
+        )
+
+
+class PasswordExchangeSchema(OpenApiViewExtension):
+    """``/api/auth/token/``: public, rate-limited (429 with ``Retry-After``)."""
+
+    target_class = "tokens_app.api.views.PasswordExchangeView"
+
+    def view_replacement(self) -> type[APIView]:
+        retry_after = OpenApiParameter(
+            "Retry-After", int, OpenApiParameter.HEADER, response=[429], required=True
+        )
+        return _documented(
+            self,
+            post=extend_schema(
+                request=PasswordExchangeSerializer,
+                parameters=[retry_after],
+                responses={201: IssuedTokenSerializer, 429: TOO_MANY_ATTEMPTS},
+            ),
+        )
