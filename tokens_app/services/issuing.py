@@ -1,8 +1,4 @@
-"""Every business rule about tokens, once: issue, revoke, authenticate, look up.
-
-The admin, the REST API and the management commands are thin adapters over
-these functions; none of them decides anything that is decided here.
-"""
+"""Issuing, changing, rotating and revoking tokens: every write to a token goes through here."""
 
 import logging
 from collections.abc import Iterable
@@ -10,20 +6,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth import authenticate as django_authenticate
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
-from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
-from django_ratelimit.core import get_usage
 
 from tokens_app import clock, hashing, keys, validation
-from tokens_app.client import client_ip
 from tokens_app.conf import token_settings
-from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent, TokenStatus
+from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.access import can_manage_all, may_issue_for
 
 logger = logging.getLogger("tokens_app")
 
@@ -37,15 +29,6 @@ class IssuedToken:
 
     token: APIToken
     plaintext: str = field(repr=False)
-
-
-class InvalidToken(Exception):  # noqa: N818 — reads better at the raise sites
-    """Authentication failed. ``reason`` is for the server log only, never for the client."""
-
-    def __init__(self, reason: str, key_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.key_id = key_id
 
 
 def _check_name_free(owner: Any, name: str, now: datetime, exclude: APIToken | None = None) -> None:
@@ -345,151 +328,3 @@ def update_token(
             setattr(token, f, value)
         _record(token, TokenEvent.Kind.UPDATED, actor=actor, ip=ip, via=via, detail=detail)
     return list(changes)
-
-
-# --- who may see what -------------------------------------------------------------------
-
-MANAGE_ALL_PERMISSION = "tokens_app.manage_all_tokens"
-
-
-def can_manage_all(user: Any) -> bool:
-    """Return whether *user* may see and manage every user's tokens (not just their own)."""
-    if user is None or not getattr(user, "is_active", False):
-        return False
-    return bool(getattr(user, "is_superuser", False) or user.has_perm(MANAGE_ALL_PERMISSION))
-
-
-def visible_tokens(user: Any) -> APITokenQuerySet:
-    """Return the tokens *user* may see and manage: all of them, or only their own."""
-    queryset = APIToken.objects.select_related("owner", "created_by", "revoked_by")
-    return queryset if can_manage_all(user) else queryset.filter(owner=user.pk)
-
-
-def may_issue_for(actor: Any, owner: Any) -> bool:
-    """Return whether *actor* may issue a token owned by *owner*."""
-    return can_manage_all(actor) or getattr(owner, "pk", None) == getattr(actor, "pk", None)
-
-
-# --- look-ups ---------------------------------------------------------------------------
-
-
-def find_token(reference: str) -> APIToken | None:
-    """Return the token named by a key id or by a full token string, or ``None``.
-
-    A full token is recognised by its checksum; its secret is not needed to name it.
-    """
-    parsed = keys.parse(reference.strip(), token_settings().prefix) if reference else None
-    key_id = parsed.key_id if parsed else reference.strip()
-    if not keys.is_valid_key_id(key_id):
-        return None
-    return APIToken.objects.select_related("owner").filter(key_id=key_id).first()
-
-
-def tokens_for(owner: Any = None) -> APITokenQuerySet:
-    """Return tokens (of *owner*, or all), newest first, with owners joined."""
-    queryset = APIToken.objects.select_related("owner")
-    return queryset.for_owner(owner) if owner is not None else queryset
-
-
-# --- authentication ---------------------------------------------------------------------
-
-
-def _touch_last_used(token: APIToken, now: datetime, ip: str | None) -> None:
-    interval = token_settings().last_used_interval
-    if token.last_used_at is not None and now - token.last_used_at < interval:
-        return
-    # Conditional, so concurrent requests write at most once per interval.
-    APIToken.objects.filter(pk=token.pk).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - interval)
-    ).update(last_used_at=now, last_used_ip=ip)
-    token.last_used_at, token.last_used_ip = now, ip
-
-
-def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
-    until = token.previous_secret_valid_until
-    return bool(token.previous_secret_hash) and until is not None and now < until
-
-
-def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
-    """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
-
-    Malformed input fails before any query; a well-formed one costs one query
-    (token joined with owner). Unknown ids run a dummy verification so they
-    cost what a wrong secret costs. Besides the rare hash upgrade, the only
-    write is the ``last_used`` stamp, at most once per configured interval.
-    """
-    parsed = keys.parse(raw, token_settings().prefix)
-    if parsed is None:
-        raise InvalidToken("malformed")
-    token = APIToken.objects.select_related("owner").filter(key_id=parsed.key_id).first()
-    if token is None:
-        hashing.burn_verification_time(parsed.secret)
-        raise InvalidToken("unknown key id", parsed.key_id)
-    now = clock.now()
-    matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
-    if not matches and _in_rotation_grace(token, now):
-        matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
-        upgraded = None  # the previous hash is retired, never upgraded
-    if not matches:
-        raise InvalidToken("wrong secret", token.key_id)
-    status = token.status(now)
-    if status is not TokenStatus.ACTIVE:
-        raise InvalidToken(status.value, token.key_id)
-    if upgraded:
-        APIToken.objects.filter(pk=token.pk, secret_hash=token.secret_hash).update(
-            secret_hash=upgraded
-        )
-        token.secret_hash = upgraded
-    _touch_last_used(token, now, ip)
-    return token
-
-
-# --- password exchange ------------------------------------------------------------------
-
-PASSWORD_RATE_GROUP = "tokens_app.password-exchange"  # noqa: S105 — a cache key prefix
-
-
-class TooManyAttempts(Exception):  # noqa: N818 — reads better at the raise sites
-    """Password attempts over the configured rate; ``retry_after`` is in seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(retry_after)
-        self.retry_after = retry_after
-
-
-def _normalised_username(username: str) -> str:
-    return username.strip().casefold()
-
-
-def count_password_attempt(request: HttpRequest, username: str) -> None:
-    """Count one password attempt per client IP and per username; raise when over the rate.
-
-    Every attempt counts, right password or not, so guessing cannot be told
-    apart from use. A cache that cannot count fails closed (django-ratelimit
-    reports it as limited).
-    """
-    rate = token_settings().password_exchange_rate
-    keys_by_name = {
-        "ip": lambda group, req: client_ip(req) or "unknown",
-        "user": lambda group, req: _normalised_username(username),
-    }
-    waits = []
-    for name, key in keys_by_name.items():
-        usage = get_usage(
-            request, group=f"{PASSWORD_RATE_GROUP}.{name}", key=key, rate=rate, increment=True
-        )
-        if usage is not None and usage["should_limit"]:
-            waits.append(max(int(usage["time_left"]), 1))
-    if waits:
-        logger.warning("Password exchange rate exceeded (ip %s)", client_ip(request) or "-")
-        raise TooManyAttempts(max(waits))
-
-
-def check_password(request: HttpRequest, username: str, password: str) -> Any:
-    """Return the active user with these credentials, or ``None``.
-
-    Django's backends run the password hasher for unknown and inactive users
-    too, so the answer time does not tell who exists.
-    """
-    user = django_authenticate(request, username=username, password=password)
-    return user if user is not None and getattr(user, "is_active", False) else None

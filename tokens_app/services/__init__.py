@@ -1,0 +1,53 @@
+"""Every business rule about tokens, once: issue, revoke, authenticate, look up.
+
+The admin, the REST API and the management commands are thin adapters over
+these functions; none of them decides anything that is decided here.
+"""
+
+from tokens_app.services.access import (
+    MANAGE_ALL_PERMISSION,
+    can_manage_all,
+    find_token,
+    may_issue_for,
+    tokens_for,
+    visible_tokens,
+)
+from tokens_app.services.credentials import (
+    InvalidToken,
+    TooManyAttempts,
+    authenticate,
+    check_password,
+    count_password_attempt,
+)
+from tokens_app.services.issuing import (
+    MAX_REASON_LENGTH,
+    IssuedToken,
+    issue_token,
+    plan_token_update,
+    revoke_token,
+    revoke_tokens,
+    rotate_token,
+    update_token,
+)
+
+__all__ = [
+    "MANAGE_ALL_PERMISSION",
+    "MAX_REASON_LENGTH",
+    "InvalidToken",
+    "IssuedToken",
+    "TooManyAttempts",
+    "authenticate",
+    "can_manage_all",
+    "check_password",
+    "count_password_attempt",
+    "find_token",
+    "issue_token",
+    "may_issue_for",
+    "plan_token_update",
+    "revoke_token",
+    "revoke_tokens",
+    "rotate_token",
+    "tokens_for",
+    "update_token",
+    "visible_tokens",
+]

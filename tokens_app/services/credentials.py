@@ -1,0 +1,127 @@
+"""Checking credentials: API tokens on every request, passwords on the exchange endpoint."""
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import authenticate as django_authenticate
+from django.db.models import Q
+from django.http import HttpRequest
+from django_ratelimit.core import get_usage
+
+from tokens_app import clock, hashing, keys
+from tokens_app.client import client_ip
+from tokens_app.conf import token_settings
+from tokens_app.models import APIToken, TokenStatus
+
+logger = logging.getLogger("tokens_app")
+
+
+class InvalidToken(Exception):  # noqa: N818 — reads better at the raise sites
+    """Authentication failed. ``reason`` is for the server log only, never for the client."""
+
+    def __init__(self, reason: str, key_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key_id = key_id
+
+
+def _touch_last_used(token: APIToken, now: datetime, ip: str | None) -> None:
+    interval = token_settings().last_used_interval
+    if token.last_used_at is not None and now - token.last_used_at < interval:
+        return
+    # Conditional, so concurrent requests write at most once per interval.
+    APIToken.objects.filter(pk=token.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - interval)
+    ).update(last_used_at=now, last_used_ip=ip)
+    token.last_used_at, token.last_used_ip = now, ip
+
+
+def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
+    until = token.previous_secret_valid_until
+    return bool(token.previous_secret_hash) and until is not None and now < until
+
+
+def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
+    """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
+
+    Malformed input fails before any query; a well-formed one costs one query
+    (token joined with owner). Unknown ids run a dummy verification so they
+    cost what a wrong secret costs. Besides the rare hash upgrade, the only
+    write is the ``last_used`` stamp, at most once per configured interval.
+    """
+    parsed = keys.parse(raw, token_settings().prefix)
+    if parsed is None:
+        raise InvalidToken("malformed")
+    token = APIToken.objects.select_related("owner").filter(key_id=parsed.key_id).first()
+    if token is None:
+        hashing.burn_verification_time(parsed.secret)
+        raise InvalidToken("unknown key id", parsed.key_id)
+    now = clock.now()
+    matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
+    if not matches and _in_rotation_grace(token, now):
+        matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
+        upgraded = None  # the previous hash is retired, never upgraded
+    if not matches:
+        raise InvalidToken("wrong secret", token.key_id)
+    status = token.status(now)
+    if status is not TokenStatus.ACTIVE:
+        raise InvalidToken(status.value, token.key_id)
+    if upgraded:
+        APIToken.objects.filter(pk=token.pk, secret_hash=token.secret_hash).update(
+            secret_hash=upgraded
+        )
+        token.secret_hash = upgraded
+    _touch_last_used(token, now, ip)
+    return token
+
+
+# --- password exchange ------------------------------------------------------------------
+
+PASSWORD_RATE_GROUP = "tokens_app.password-exchange"  # noqa: S105 — a cache key prefix
+
+
+class TooManyAttempts(Exception):  # noqa: N818 — reads better at the raise sites
+    """Password attempts over the configured rate; ``retry_after`` is in seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+def _normalised_username(username: str) -> str:
+    return username.strip().casefold()
+
+
+def count_password_attempt(request: HttpRequest, username: str) -> None:
+    """Count one password attempt per client IP and per username; raise when over the rate.
+
+    Every attempt counts, right password or not, so guessing cannot be told
+    apart from use. A cache that cannot count fails closed (django-ratelimit
+    reports it as limited).
+    """
+    rate = token_settings().password_exchange_rate
+    keys_by_name = {
+        "ip": lambda group, req: client_ip(req) or "unknown",
+        "user": lambda group, req: _normalised_username(username),
+    }
+    waits = []
+    for name, key in keys_by_name.items():
+        usage = get_usage(
+            request, group=f"{PASSWORD_RATE_GROUP}.{name}", key=key, rate=rate, increment=True
+        )
+        if usage is not None and usage["should_limit"]:
+            waits.append(max(int(usage["time_left"]), 1))
+    if waits:
+        logger.warning("Password exchange rate exceeded (ip %s)", client_ip(request) or "-")
+        raise TooManyAttempts(max(waits))
+
+
+def check_password(request: HttpRequest, username: str, password: str) -> Any:
+    """Return the active user with these credentials, or ``None``.
+
+    Django's backends run the password hasher for unknown and inactive users
+    too, so the answer time does not tell who exists.
+    """
+    user = django_authenticate(request, username=username, password=password)
+    return user if user is not None and getattr(user, "is_active", False) else None
