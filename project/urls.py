@@ -1,11 +1,12 @@
 """URLs of the example project."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from project.api import WhoAmIView
+from project.errors import api_not_found
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
@@ -15,6 +16,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("tokens_app.api.urls")),
+    # Last: any other /api/ path is a JSON 404, with DEBUG on too (no HTML, no URL list).
+    re_path(r"^api/", api_not_found, name="api-not-found"),
 ]
 
 handler404 = "project.errors.not_found"

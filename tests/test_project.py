@@ -157,10 +157,20 @@ def test_environment_selects_cache_and_database_backends():
     ).endswith("postgresql")
 
 
-def test_unknown_api_path_is_a_json_404(client):
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_api_path_is_a_json_404(client, settings, debug):
+    settings.DEBUG = debug
     response = client.get("/api/no-such-endpoint/")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
+
+
+def test_api_404_handler_answers_json(rf):
+    from project.errors import not_found
+
+    response = not_found(rf.get("/api/x/"), Exception("no route"))
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
 
 
 def test_unknown_page_outside_the_api_is_django_html_404(client):
@@ -180,3 +190,13 @@ def test_server_error_is_json_only_under_the_api(rf, path, json_body):
         assert b"Traceback" not in response.content
     else:
         assert response["Content-Type"].startswith("text/html")
+
+
+def test_unknown_api_path_is_json_404_for_unsafe_methods_with_a_session(alice):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.delete("/api/notes/-5/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
