@@ -1,6 +1,7 @@
 """``POST /api/auth/token/``: password for a token, one answer for every failure, rate-limited."""
 
 import pytest
+from django.contrib.auth.hashers import MD5PasswordHasher
 from django.core.cache import cache
 
 from tests.conftest import bearer
@@ -98,3 +99,29 @@ def test_password_is_never_logged(api, alice, caplog):
     for _ in range(6):
         exchange(api, password="s3cret-not-logged")
     assert "s3cret-not-logged" not in caplog.text
+
+
+class CountingHasher(MD5PasswordHasher):
+    """A real (fast) hasher that counts its work, to show every failure path pays for a hash."""
+
+    algorithm = "counting_md5"
+    calls = 0
+
+    def encode(self, password, salt):
+        CountingHasher.calls += 1
+        return super().encode(password, salt)
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("alice", "wrong"), ("nobody", "pw-alice"), ("inactive", "pw-inactive")],
+)
+def test_the_password_hasher_runs_for_every_failure(
+    api, settings, django_user_model, username, password
+):
+    settings.PASSWORD_HASHERS = ["tests.test_password_exchange.CountingHasher"]
+    django_user_model.objects.create_user("alice", password="pw-alice")
+    django_user_model.objects.create_user("inactive", password="pw-inactive", is_active=False)
+    CountingHasher.calls = 0
+    assert exchange(api, username=username, password=password).status_code == 400
+    assert CountingHasher.calls >= 1
