@@ -350,15 +350,20 @@ def test_token_child_cannot_outlive_its_parent(api, alice, issue, clock):
     assert api.post(LIST, {**body, "expires_in_days": 2}, format="json", **auth).status_code == 201
 
 
-def test_token_child_without_expiry_expires_with_its_parent(api, alice, issue, clock):
-    parent = issue(alice, ["tokens:write"], expires_in=timedelta(days=2))
-    clock.advance(hours=1)
-    response = api.post(
+def post_child(api, parent):
+    """Create a child token with no expiry, authenticated by *parent*."""
+    return api.post(
         LIST,
         {"name": "child", "scopes": ["tokens:read"]},
         format="json",
         **bearer(parent.plaintext),
     )
+
+
+def test_token_child_without_expiry_expires_with_its_parent(api, alice, issue, clock):
+    parent = issue(alice, ["tokens:write"], expires_in=timedelta(days=2))
+    clock.advance(hours=1)
+    response = post_child(api, parent)
     assert response.status_code == 201
     child = APIToken.objects.get(key_id=response.json()["id"])
     assert child.expires_at == parent.token.expires_at
@@ -373,12 +378,7 @@ def test_token_child_without_default_lifetime(api, alice, issue, clock, settings
     }
     expiry = {"expires_in": timedelta(days=2)} if parent_expires else {}
     parent = issue(alice, ["tokens:write"], **expiry)
-    response = api.post(
-        LIST,
-        {"name": "child", "scopes": ["tokens:read"]},
-        format="json",
-        **bearer(parent.plaintext),
-    )
+    response = post_child(api, parent)
     assert response.status_code == 201
     child = APIToken.objects.get(key_id=response.json()["id"])
     assert child.expires_at == parent.token.expires_at
@@ -386,12 +386,7 @@ def test_token_child_without_default_lifetime(api, alice, issue, clock, settings
 
 def test_token_child_without_expiry_within_parent_life_gets_default(api, alice, issue, clock):
     parent = issue(alice, ["tokens:write"], expires_in=timedelta(days=60))
-    response = api.post(
-        LIST,
-        {"name": "child", "scopes": ["tokens:read"]},
-        format="json",
-        **bearer(parent.plaintext),
-    )
+    response = post_child(api, parent)
     assert response.status_code == 201
     child = APIToken.objects.get(key_id=response.json()["id"])
     assert child.expires_at == clock() + timedelta(days=30)

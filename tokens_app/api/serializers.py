@@ -39,9 +39,16 @@ class TokenSerializer(serializers.Serializer[APIToken]):
 
 
 class IssuedTokenSerializer(TokenSerializer):
-    """Metadata plus the plaintext ``token``, which this response carries once."""
+    """Metadata plus the plaintext ``token``, which this response carries once.
 
-    token = serializers.CharField(read_only=True, source="_plaintext")
+    It serializes a ``services.IssuedToken``, so the plaintext is never attached
+    to the model instance (where it could outlive this response).
+    """
+
+    token = serializers.CharField(read_only=True)
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return {**super().to_representation(instance.token), "token": instance.plaintext}
 
 
 class CreateTokenSerializer(StrictSerializer):
