@@ -59,6 +59,17 @@ class APITokenQuerySet(models.QuerySet["APIToken"]):
     def for_owner(self, owner: Any) -> "APITokenQuerySet":
         return self.filter(owner=owner)
 
+    def prunable(self, cutoff: datetime) -> "APITokenQuerySet":
+        """Tokens that ended (were revoked, or expired) at or before *cutoff*.
+
+        A token ends at whichever comes first, so either moment counts: a token revoked
+        long ago is as dead as one that expired long ago, even if its expiry lies in
+        the future. Active and non-expiring unrevoked tokens never match. This is the
+        one rule ``prune_tokens`` deletes by; it re-applies it at delete time so a row
+        that changed since it was counted is left alone.
+        """
+        return self.filter(Q(revoked_at__lte=cutoff) | Q(expires_at__lte=cutoff))
+
 
 class APIToken(models.Model):
     """A hashed, scoped, expiring, revocable credential owned by one user."""
