@@ -5,12 +5,15 @@ from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from project import health
 from project.api import WhoAmIView
 from project.errors import api_not_found
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/", admin.site.urls),
+    path("health/", health.live, name="health-live"),
+    path("health/ready/", health.ready, name="health-ready"),
     path("api/whoami/", WhoAmIView.as_view(), name="whoami"),
     path("api/notes/", include("project.notes.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -41,8 +41,11 @@ def test_defaults_all_validate():
     assert conf.load(dict(conf.DEFAULTS)) == conf.load({})
 
 
-def test_missing_api_tokens_setting_gives_defaults(settings):
+def test_missing_api_tokens_setting_gives_defaults(settings, request):
+    # pytest-django sends no setting_changed for a deletion, nor for its undoing.
     del settings.API_TOKENS
+    conf._reload(setting="API_TOKENS")
+    request.addfinalizer(lambda: conf._reload(setting="API_TOKENS"))
     assert conf.token_settings() == conf.load({})
 
 

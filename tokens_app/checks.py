@@ -2,13 +2,15 @@
 
 Ids are stable and never reused: E001 settings, E002 scope declarations,
 E003 undeclared scope named by a view; W001 view with HasScope and no scopes,
-W002 derived hash key (deploy), W003 non-expiring tokens allowed (deploy).
+W002 derived hash key (deploy), W003 non-expiring tokens allowed (deploy),
+E004 the rate-limit cache alias is not in ``CACHES``, E005 it is Django's dummy cache.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -20,19 +22,40 @@ from tokens_app.permissions import HasScope, is_well_formed
 
 @register(Tags.security)
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    """E001/E002: ``API_TOKENS`` and its scope declarations are sound."""
+    """E001/E002/E004/E005: ``API_TOKENS``, its scopes and the limiter cache are sound."""
     try:
-        declared = token_settings().scopes
+        loaded = token_settings()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="Fix settings.API_TOKENS.", id="tokens_app.E001")]
+    limiter_problem = _rate_limit_cache_problem(loaded.rate_limit_cache)
+    if limiter_problem:
+        return [limiter_problem]
     return [
         Error(
             f"API_TOKENS['SCOPES']: {problem}.",
             hint="Fix the scope declaration.",
             id="tokens_app.E002",
         )
-        for problem in scopes.declaration_problems(declared)
+        for problem in scopes.declaration_problems(loaded.scopes)
     ]
+
+
+def _rate_limit_cache_problem(alias: str) -> Error | None:
+    caches = getattr(settings, "CACHES", {})
+    if alias not in caches:
+        return Error(
+            f"RATELIMIT_USE_CACHE names {alias!r}, which is not in CACHES.",
+            hint="Name a cache alias shared by every process (Redis in production).",
+            id="tokens_app.E004",
+        )
+    if caches[alias].get("BACKEND") == "django.core.cache.backends.dummy.DummyCache":
+        # It "adds" every key and keeps none: every attempt would count as the first.
+        return Error(
+            f"The rate-limit cache {alias!r} is DummyCache, which never limits anything.",
+            hint="Use a real cache shared by every process (Redis in production).",
+            id="tokens_app.E005",
+        )
+    return None
 
 
 def _walk(patterns: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

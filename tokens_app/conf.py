@@ -72,6 +72,10 @@ class TokenSettings:
     argon2_options: Mapping[str, int]
     accept_x_api_key: bool
     realm: str
+    #: django-ratelimit's own settings, read here too: the alias holding the counters,
+    #: and whether a cache fault lets requests through (False: they get a 503).
+    rate_limit_cache: str = "default"
+    rate_limit_fail_open: bool = False
 
 
 def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: bool) -> Any:
@@ -158,7 +162,18 @@ def _check_argon2(options: Any, problems: list[str]) -> None:
         )
 
 
-def load(raw_settings: Any) -> TokenSettings:
+def _rate_limit_settings(cache: Any, fail_open: Any, problems: list[str]) -> tuple[str, bool]:
+    if not isinstance(cache, str) or not cache:
+        problems.append("settings.RATELIMIT_USE_CACHE must name a cache alias")
+    # A string such as "False" would be truthy and open the limiter: only a bool will do.
+    if not isinstance(fail_open, bool):
+        problems.append("settings.RATELIMIT_FAIL_OPEN must be True or False")
+    return str(cache), fail_open is True
+
+
+def load(
+    raw_settings: Any, *, rate_limit_cache: Any = "default", rate_limit_fail_open: Any = False
+) -> TokenSettings:
     """Return validated settings for *raw_settings*, or raise ``ImproperlyConfigured``.
 
     Every problem is reported at once, so one deploy fixes them all.
@@ -198,6 +213,9 @@ def load(raw_settings: Any) -> TokenSettings:
     realm = raw["REALM"]
     if not isinstance(realm, str) or not realm or not realm.isprintable() or '"' in realm:
         problems.append("REALM must be a non-empty printable string without quotes")
+    limiter_cache, fail_open = _rate_limit_settings(
+        rate_limit_cache, rate_limit_fail_open, problems
+    )
     if problems:
         raise ImproperlyConfigured("API_TOKENS: " + "; ".join(problems) + ".")
     return TokenSettings(
@@ -218,6 +236,8 @@ def load(raw_settings: Any) -> TokenSettings:
         argon2_options=dict(raw["ARGON2_OPTIONS"]),
         accept_x_api_key=accept_x_api_key,
         realm=realm,
+        rate_limit_cache=limiter_cache,
+        rate_limit_fail_open=fail_open,
     )
 
 
@@ -227,7 +247,7 @@ _cache_clearers: list[Callable[[], None]] = []
 
 
 def cached_until_settings_change(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Memoise *func* until ``API_TOKENS`` or ``SECRET_KEY`` changes."""
+    """Memoise *func* until a setting it depends on (``API_TOKENS``, ``SECRET_KEY``...) changes."""
     cached = functools.cache(func)
     _cache_clearers.append(cached.cache_clear)
     return cached  # type: ignore[return-value]
@@ -236,11 +256,25 @@ def cached_until_settings_change(func: Callable[_P, _R]) -> Callable[_P, _R]:
 @cached_until_settings_change
 def token_settings() -> TokenSettings:
     """Return the app's settings, validated; raise ``ImproperlyConfigured`` if invalid."""
-    return load(getattr(settings, "API_TOKENS", {}))
+    return load(
+        getattr(settings, "API_TOKENS", {}),
+        rate_limit_cache=getattr(settings, "RATELIMIT_USE_CACHE", "default"),
+        rate_limit_fail_open=getattr(settings, "RATELIMIT_FAIL_OPEN", False),
+    )
+
+
+_WATCHED_SETTINGS = {
+    "API_TOKENS",
+    "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
+    "AUTH_USER_MODEL",
+    "RATELIMIT_USE_CACHE",
+    "RATELIMIT_FAIL_OPEN",
+}
 
 
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"API_TOKENS", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "AUTH_USER_MODEL"}:
+    if setting in _WATCHED_SETTINGS:
         for clear in _cache_clearers:
             clear()

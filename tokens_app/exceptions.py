@@ -1,4 +1,4 @@
-"""DRF exception handler: a database fault is a generic 503, never a stack trace or an accept."""
+"""DRF exception handling: a fault of a backing service is a generic 503, never a stack trace."""
 
 import logging
 from typing import Any
@@ -6,27 +6,35 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils.translation import gettext_lazy as _
 from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger("tokens_app")
 
 RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_MESSAGE = _("The service is temporarily unavailable. Try again shortly.")
+
+
+class ServiceUnavailable(APIException):
+    """A backing service (database, rate-limit cache) failed: the request is refused, not let in."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = UNAVAILABLE_MESSAGE
+    default_code = "service_unavailable"
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Answer DRF's errors as DRF does, and database faults with a JSON 503 + ``Retry-After``.
+    """Answer DRF's errors as DRF does, and service faults with a JSON 503 + ``Retry-After``.
 
-    Set as ``REST_FRAMEWORK["EXCEPTION_HANDLER"]``. The fault is logged with its
-    traceback on the server; the client learns only that it may retry.
+    Set as ``REST_FRAMEWORK["EXCEPTION_HANDLER"]``. A database fault is logged with
+    its traceback on the server; the client learns only that it may retry.
     """
-    response = drf_exception_handler(exc, context)
-    if response is None and isinstance(exc, DatabaseError):
+    if isinstance(exc, DatabaseError):
         view = context.get("view")
         logger.error("Database error in %s", type(view).__name__, exc_info=exc)
-        return Response(
-            {"detail": _("The service is temporarily unavailable. Try again shortly.")},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        exc = ServiceUnavailable()
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, ServiceUnavailable):
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

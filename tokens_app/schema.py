@@ -156,6 +156,13 @@ TOO_MANY_ATTEMPTS = OpenApiResponse(
     APIErrorSerializer,
     description="Too many attempts for this client or username: see `Retry-After`.",
 )
+SERVICE_UNAVAILABLE = OpenApiResponse(
+    APIErrorSerializer,
+    description=(
+        "The rate-limit store or the database is unreachable. The attempt is refused "
+        "(fail closed), not counted as a success: retry after `Retry-After`."
+    ),
+)
 
 
 class TokenListSchema(OpenApiViewExtension):
@@ -219,19 +226,23 @@ class CurrentTokenSchema(OpenApiViewExtension):
 
 
 class PasswordExchangeSchema(OpenApiViewExtension):
-    """``/api/auth/token/``: public, rate-limited (429 with ``Retry-After``)."""
+    """``/api/auth/token/``: public, rate-limited (429, or 503 if it cannot count)."""
 
     target_class = "tokens_app.api.views.PasswordExchangeView"
 
     def view_replacement(self) -> type[APIView]:
         retry_after = OpenApiParameter(
-            "Retry-After", int, OpenApiParameter.HEADER, response=[429], required=True
+            "Retry-After", int, OpenApiParameter.HEADER, response=[429, 503], required=True
         )
         return _documented(
             self,
             post=extend_schema(
                 request=PasswordExchangeSerializer,
                 parameters=[retry_after],
-                responses={201: IssuedTokenSerializer, 429: TOO_MANY_ATTEMPTS},
+                responses={
+                    201: IssuedTokenSerializer,
+                    429: TOO_MANY_ATTEMPTS,
+                    503: SERVICE_UNAVAILABLE,
+                },
             ),
         )

@@ -29,6 +29,7 @@ from tokens_app.api.serializers import (
     UpdateTokenSerializer,
 )
 from tokens_app.client import client_ip
+from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
 from tokens_app.permissions import HasScope
 
@@ -235,6 +236,8 @@ class PasswordExchangeView(APIView):
             services.count_password_attempt(request, username)
         except services.TooManyAttempts as limited:
             raise exceptions.Throttled(wait=limited.retry_after) from None
+        except services.RateLimiterUnavailable:
+            raise ServiceUnavailable from None
         user = services.check_password(request, username, password)
         if user is None:
             raise exceptions.ValidationError({"detail": _("Invalid username or password.")})

@@ -14,6 +14,7 @@ from tokens_app.services.access import (
 )
 from tokens_app.services.credentials import (
     InvalidToken,
+    RateLimiterUnavailable,
     TooManyAttempts,
     authenticate,
     check_password,
@@ -29,12 +30,15 @@ from tokens_app.services.issuing import (
     rotate_token,
     update_token,
 )
+from tokens_app.services.maintenance import PruneResult, prune_tokens
 
 __all__ = [
     "MANAGE_ALL_PERMISSION",
     "MAX_REASON_LENGTH",
     "InvalidToken",
     "IssuedToken",
+    "PruneResult",
+    "RateLimiterUnavailable",
     "TooManyAttempts",
     "authenticate",
     "can_manage_all",
@@ -44,6 +48,7 @@ __all__ = [
     "issue_token",
     "may_issue_for",
     "plan_token_update",
+    "prune_tokens",
     "revoke_token",
     "revoke_tokens",
     "rotate_token",

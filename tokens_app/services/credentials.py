@@ -91,16 +91,41 @@ class TooManyAttempts(Exception):  # noqa: N818 — reads better at the raise si
         self.retry_after = retry_after
 
 
+class RateLimiterUnavailable(Exception):  # noqa: N818 — reads better at the raise sites
+    """The rate-limit cache could not count, and the policy is to fail closed."""
+
+
 def _normalised_username(username: str) -> str:
     return username.strip().casefold()
+
+
+def _usage(request: HttpRequest, group: str, key: Any, rate: str) -> dict[str, Any] | None:
+    """Count one hit in *group*; return django-ratelimit's usage, ``None`` if not counted.
+
+    A cache that cannot count (unreachable Redis, or django-ratelimit's own
+    "count failed" answer) is a fault, not a verdict on the client: with the
+    default policy it raises ``RateLimiterUnavailable`` (a 503), never a 429 and
+    never a pass; ``RATELIMIT_FAIL_OPEN = True`` lets the attempt through instead.
+    """
+    fail_open = token_settings().rate_limit_fail_open
+    try:
+        usage: dict[str, Any] | None = get_usage(
+            request, group=group, key=key, rate=rate, increment=True
+        )
+    except Exception as exc:  # the cache client's errors vary by backend
+        logger.error("Rate-limit cache unavailable (%s)", type(exc).__name__, exc_info=exc)
+        usage = None if fail_open else {"count": 0, "limit": 0, "should_limit": True}
+    if usage is not None and usage["limit"] == 0 and not fail_open:
+        raise RateLimiterUnavailable
+    return usage
 
 
 def count_password_attempt(request: HttpRequest, username: str) -> None:
     """Count one password attempt per client IP and per username; raise when over the rate.
 
     Every attempt counts, right password or not, so guessing cannot be told
-    apart from use. A cache that cannot count fails closed (django-ratelimit
-    reports it as limited).
+    apart from use. Over the rate raises ``TooManyAttempts``; a cache that
+    cannot count raises ``RateLimiterUnavailable`` (fail closed, see ``_usage``).
     """
     rate = token_settings().password_exchange_rate
     keys_by_name = {
@@ -109,9 +134,7 @@ def count_password_attempt(request: HttpRequest, username: str) -> None:
     }
     waits = []
     for name, key in keys_by_name.items():
-        usage = get_usage(
-            request, group=f"{PASSWORD_RATE_GROUP}.{name}", key=key, rate=rate, increment=True
-        )
+        usage = _usage(request, f"{PASSWORD_RATE_GROUP}.{name}", key, rate)
         if usage is not None and usage["should_limit"]:
             waits.append(max(int(usage["time_left"]), 1))
     if waits:
