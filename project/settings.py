@@ -3,13 +3,16 @@
 ``DATABASE_URL`` (default: SQLite under ``var/``), ``REDIS_URL`` (unset: local
 memory cache), ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG`` (default on: this is a
 demo; production sets ``DJANGO_DEBUG=0`` and must then give a secret key),
-``DJANGO_ALLOWED_HOSTS`` (comma-separated) and ``DJANGO_SECURE`` (HTTPS-only
-cookies, HSTS, SSL redirect; default off).
+``DJANGO_ALLOWED_HOSTS`` (comma-separated), ``DJANGO_SECURE`` (HTTPS-only
+cookies, HSTS, SSL redirect; default off), ``DJANGO_STATIC_ROOT`` (where
+``collectstatic`` puts files; default ``var/static``) and ``API_TOKENS_HASH_KEY``.
+README's "Deploying" section explains each for production.
 """
 
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -52,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_ratelimit",  # for its system checks on the rate-limit cache
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "tokens_app",
@@ -60,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "project.middleware.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -67,6 +72,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if not DEBUG:
+    # Static files under gunicorn (`make serve`); with DEBUG on, runserver serves them.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
@@ -92,11 +101,27 @@ def _default_database_url() -> str:
     return f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or _default_database_url(), conn_max_age=60
-    )
-}
+#: Seconds a request waits for a dead database or cache before failing (closed) with a 503.
+SERVICE_TIMEOUT_SECONDS = 3
+
+
+def _database(url: str) -> dict[str, Any]:
+    # Persistent connections, checked before reuse so a restarted server costs no failed request.
+    database: dict[str, Any] = {
+        **dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    }
+    options = dict(database.get("OPTIONS") or {})
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # BEGIN IMMEDIATE: a transaction that checks then writes (the per-owner token
+        # quota) holds the write lock from its first read, so threads cannot race it.
+        options.setdefault("transaction_mode", "IMMEDIATE")
+    elif database["ENGINE"] == "django.db.backends.postgresql":
+        options.setdefault("connect_timeout", SERVICE_TIMEOUT_SECONDS)
+    database["OPTIONS"] = options
+    return database
+
+
+DATABASES = {"default": _database(os.environ.get("DATABASE_URL") or _default_database_url())}
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
@@ -105,10 +130,34 @@ if REDIS_URL:
             "REDIS_URL is set but the redis package is missing: pip install 'tokens_app[redis]'."
         )
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": SERVICE_TIMEOUT_SECONDS,
+                "socket_timeout": SERVICE_TIMEOUT_SECONDS,
+            },
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# django-ratelimit's checks, and why two are silenced:
+# - W001 "not officially supported" names every backend but memcached and django-redis.
+#   Rate counting needs an atomic create (`add`) and an atomic increment (`incr`); Django's
+#   own RedisCache does both (SET NX with expiry, INCRBY), and tests/test_multiprocess.py
+#   proves the limit holds across gunicorn workers. Backends that cannot count are E003.
+# - E003 "not a shared cache" (local memory) only with DEBUG on and no REDIS_URL: that is
+#   the embedded default, one process (`make run`), whose counters are exact. With DEBUG
+#   off it stands, so `make serve` and `check --deploy` stop until REDIS_URL is set.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+if DEBUG and not REDIS_URL:
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+
+# Rate-limit counters (password exchange) live in this cache. When it cannot be reached
+# the limited endpoints answer 503 (fail closed); True would let requests through instead.
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -123,7 +172,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or VAR_DIR / "static")
+# With DEBUG off, file names carry a content hash (collectstatic writes the manifest) so
+# whitenoise serves them compressed and cacheable for a year.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {

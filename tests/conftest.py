@@ -1,14 +1,69 @@
-"""Shared fixtures: users, a movable clock, token issuing and an API client."""
+"""Shared fixtures: users, a movable clock, token issuing and an API client; the profiles.
 
-from collections.abc import Callable
+The suite runs twice (``make test``): on the embedded default (SQLite, local memory)
+and on the production profile (PostgreSQL, Redis). Tests marked ``production_profile``
+need the second (real processes sharing one database and one cache) and say so when
+skipped in the first.
+"""
+
+import os
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from tokens_app import clock as clock_module
 from tokens_app import services
+
+
+def is_production_profile() -> bool:
+    """True when the suite runs on PostgreSQL and Redis."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    backend = settings.CACHES["default"]["BACKEND"]
+    return engine.endswith("postgresql") and backend.endswith("RedisCache")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "production_profile: needs PostgreSQL and Redis (make test-production)"
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # make test-production asks for this profile: never let it quietly run another one.
+    if os.environ.get("TOKENS_APP_TEST_PROFILE") == "production" and not is_production_profile():
+        pytest.exit(
+            "TOKENS_APP_TEST_PROFILE=production needs DATABASE_URL=postgres://... "
+            "and REDIS_URL=redis://...",
+            returncode=2,
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if is_production_profile():
+        return
+    skip = pytest.mark.skip(
+        reason="production profile only: runs in `make test-production` (PostgreSQL + Redis)"
+    )
+    for item in items:
+        if item.get_closest_marker("production_profile"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    """Every test starts with empty caches: rate-limit counters never leak between tests.
+
+    In the production profile the cache is a Redis database of its own (``/15`` in
+    ``make test-production``), shared with the servers the multi-process tests start.
+    """
+    for alias in settings.CACHES:
+        caches[alias].clear()
+    yield
 
 
 class FakeClock:

@@ -90,7 +90,9 @@ def test_demo_fixture_loads_users_with_roles(django_user_model):
 
 
 def _settings_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    # Only what the test sets: not the profile this suite itself runs on.
+    inherited = ("DJANGO_", "API_TOKENS_", "DATABASE_URL", "REDIS_URL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update(DJANGO_SETTINGS_MODULE="project.settings", **overrides)
     return env
 
@@ -127,9 +129,22 @@ def test_production_environment_starts_with_a_secret(tmp_path):
         DJANGO_SECRET_KEY="a-long-random-production-secret-for-the-test-only-123456",
         DJANGO_ALLOWED_HOSTS="api.example.com",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        REDIS_URL="redis://127.0.0.1:6379/0",  # `check` reads settings, it does not connect
     )
     result = _run_check(env)
     assert result.returncode == 0, result.stderr
+
+
+def test_production_settings_refuse_a_per_process_rate_limit_cache(tmp_path):
+    env = _settings_env(
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY="a-long-random-production-secret-for-the-test-only-123456",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    result = _run_check(env)
+    assert result.returncode != 0
+    assert "django_ratelimit.E003" in result.stderr
+    assert "LocMemCache is not a shared cache" in result.stderr
 
 
 def _settings_value(expression: str, **env: str) -> str:

@@ -1,0 +1,171 @@
+"""Real processes for the multi-process and fault tests: gunicorn on a loopback port.
+
+The server runs the test settings with ``DEBUG`` off, as ``make serve`` would, against
+whatever database and cache URLs a test gives it: the test database and Redis for the
+multi-process tests, dead ports for the fault tests.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+POLL_SECONDS = 0.05
+START_TIMEOUT_SECONDS = 30
+#: gunicorn's access log, with the worker's pid first (as ``<pid>``): who served what.
+ACCESS_LOG_FORMAT = '%(p)s "%(r)s" %(s)s'
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class LiveServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    workers: int
+    pids: set[int] = field(default_factory=set)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        payload: Any = None,
+        timeout: float = 15,
+    ) -> Answer:
+        """Send one request on a new connection (gunicorn's sync workers close each one)."""
+        body = None if payload is None else json.dumps(payload).encode()
+        sent = dict(headers or {})
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+        conn = HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            return Answer(response.status, dict(response.getheaders()), response.read())
+        finally:
+            conn.close()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def serving_pids(self, path: str) -> set[int]:
+        """Pids of the workers whose access log shows a request for *path*."""
+        pattern = re.compile(rf'^<(\d+)> "\w+ {re.escape(path)}\S* HTTP', re.MULTILINE)
+        return {int(pid) for pid in pattern.findall(self.log_text())}
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (so connecting to it is refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def session_database_url() -> str:
+    """The URL of the database this test session uses (pytest-django's ``test_...``)."""
+    db = connection.settings_dict
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def session_redis_url() -> str:
+    return str(settings.CACHES["default"]["LOCATION"])
+
+
+def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
+    """Environment for a server process: production settings over the given services."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "API_TOKENS_")) and key not in {"REDIS_URL"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DJANGO_DEBUG="0",
+        # The same key as this process: tokens issued here verify there (hash key derivation).
+        DJANGO_SECRET_KEY=settings.SECRET_KEY,
+        DATABASE_URL=database_url,
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def _wait_until_ready(server: LiveServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early:\n{server.log_text()}")
+        booted = server.log_text().count("Booting worker with pid")
+        if booted >= server.workers:
+            try:
+                if server.request("GET", "/health/", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+        time.sleep(POLL_SECONDS)
+    raise RuntimeError(f"gunicorn did not become ready:\n{server.log_text()}")
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], log_dir: Path, *, workers: int = 2) -> Iterator[LiveServer]:
+    """Run ``project.wsgi`` under gunicorn with *workers* workers until the block ends."""
+    port = free_port()
+    log = log_dir / f"gunicorn-{port}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(ROOT / "project" / "gunicorn_conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--access-logformat",
+        ACCESS_LOG_FORMAT,
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    server = LiveServer(port=port, process=process, log=log, workers=workers)
+    try:
+        _wait_until_ready(server)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
