@@ -1,6 +1,7 @@
 """The example project: notes isolation, whoami, sessions, settings from the environment."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,31 @@ def test_production_environment_starts_with_a_secret(tmp_path):
     )
     result = _run_check(env)
     assert result.returncode == 0, result.stderr
+
+
+def test_check_deploy_under_production_env_warns_only_about_hsts_preload(tmp_path):
+    # README "Deploying" explains W021 (HSTS preload is the deployer's commitment to make).
+    env = _settings_env(
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY="a-long-random-production-secret-for-the-test-only-123456",
+        API_TOKENS_HASH_KEY="a-separate-random-hash-key-of-forty-characters",
+        DJANGO_ALLOWED_HOSTS="api.example.com",
+        DJANGO_SECURE="1",
+        DATABASE_URL="postgres://app@127.0.0.1:5432/app",  # read, not connected to
+        REDIS_URL="redis://127.0.0.1:6379/0",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    reported = re.findall(r"\(([\w.]+\.[EW]\d{3})\)", result.stdout + result.stderr)
+    assert reported == ["security.W021"]
 
 
 def test_production_settings_refuse_a_per_process_rate_limit_cache(tmp_path):

@@ -376,6 +376,9 @@ def test_command_shows_progress_on_a_terminal(alice, issue, clock):
     assert "\r" not in out
 
 
+# run_from_argv closes every database connection when it ends, as manage.py does; on
+# PostgreSQL that ends the test's own transaction, so these tests commit (transaction=True).
+@pytest.mark.django_db(transaction=True)
 def test_command_progress_is_not_painted_as_an_error(alice, issue, clock):
     # Django styles a command's stderr with its ERROR colour; progress is not an error.
     ended_long_ago(issue, alice, clock, 1)
@@ -461,6 +464,7 @@ def test_command_reports_both_bad_options_on_one_line(mix):
         (["--older-than", "90d", "extra"], "unrecognized arguments: extra"),
     ],
 )
+@pytest.mark.django_db(transaction=True)  # see test_command_progress_is_not_painted_as_an_error
 def test_command_line_error_is_one_stderr_line_exit_non_zero(mix, capsys, args, message):
     before = snapshot()
     with pytest.raises(SystemExit) as exit_info:
