@@ -73,10 +73,26 @@ class LiveServer:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def serving_pids(self, path: str) -> set[int]:
-        """Pids of the workers whose access log shows a request for *path*."""
+    def wait_for_log(self, text: str, timeout: float = 10) -> None:
+        """Wait until the log holds *text*: gunicorn logs a request after answering it."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never reached the server log")
+            time.sleep(POLL_SECONDS)
+
+    def serving_pids(self, path: str, *, requests: int, timeout: float = 10) -> set[int]:
+        """Pids of the workers that served *path*, once *requests* of them are logged.
+
+        gunicorn writes the access line after the response, so the last ones may lag.
+        """
         pattern = re.compile(rf'^<(\d+)> "\w+ {re.escape(path)}\S* HTTP', re.MULTILINE)
-        return {int(pid) for pid in pattern.findall(self.log_text())}
+        deadline = time.monotonic() + timeout
+        while len(found := pattern.findall(self.log_text())) < requests:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {requests} requests for {path} logged")
+            time.sleep(POLL_SECONDS)
+        return {int(pid) for pid in found}
 
 
 def free_port() -> int:
