@@ -9,8 +9,9 @@ WORKERS ?= 2
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run serve test test-embedded test-production lint format clean
+.PHONY: install run serve test test-embedded test-production bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,production,bench]'
+	touch $(BENCH_STAMP)
 
 run: install
 	$(BIN)/python manage.py migrate --noinput
@@ -55,6 +60,17 @@ test-production: install
 		echo "test-production: SKIPPED, services unreachable (see above)"; exit 0; }
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) TOKENS_APP_TEST_PROFILE=production \
 		$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
+
+# Benchmarks, written to docs/performance.md: in-process rows on SQLite and, when DATABASE_URL
+# is a PostgreSQL URL, on PostgreSQL too; throughput under gunicorn, loaded by wrk (Debian's
+# package, installed here when missing and possible) or else a Python client. Exits non-zero
+# when a budget is missed.
+bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; }; } || \
+		echo "make bench: no wrk; the throughput rows use the Python client"
+	$(BIN)/python -m bench
 
 lint: install
 	$(BIN)/ruff check .

@@ -106,10 +106,10 @@ SERVICE_TIMEOUT_SECONDS = 3
 
 
 def _database(url: str) -> dict[str, Any]:
-    # Persistent connections, checked before reuse so a restarted server costs no failed request.
-    database: dict[str, Any] = {
-        **dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
-    }
+    # Persistent connections. No CONN_HEALTH_CHECKS: they cost a `SELECT 1` round trip on
+    # every request. After a database restart a worker's first request may answer 503
+    # (fail closed); Django then drops the broken connection and the next one reconnects.
+    database: dict[str, Any] = {**dj_database_url.parse(url, conn_max_age=60)}
     options = dict(database.get("OPTIONS") or {})
     if database["ENGINE"] == "django.db.backends.sqlite3":
         # BEGIN IMMEDIATE: a transaction that checks then writes (the per-owner token

@@ -108,8 +108,10 @@ def test_explicit_values_are_kept():
             "ACCEPT_X_API_KEY": True,
             "ALLOW_NON_EXPIRING": True,
             "REALM": "my api",
+            "PREPARED_STATEMENTS": False,
         }
     )
+    assert loaded.prepared_statements is False
     assert loaded.prefix == "a" * 16
     assert loaded.max_active_tokens_per_user == 1
     assert loaded.hasher == "argon2"
@@ -303,6 +305,8 @@ INVALID = [
     ("ACCEPT_X_API_KEY", {"ACCEPT_X_API_KEY": "true"}),
     ("ACCEPT_X_API_KEY", {"ACCEPT_X_API_KEY": 1}),
     ("ACCEPT_X_API_KEY", {"ACCEPT_X_API_KEY": None}),
+    ("PREPARED_STATEMENTS", {"PREPARED_STATEMENTS": "False"}),
+    ("PREPARED_STATEMENTS", {"PREPARED_STATEMENTS": 0}),
     ("REALM", {"REALM": 'my "api"'}),
     ("REALM", {"REALM": '"'}),
     ("REALM", {"REALM": ""}),

@@ -1,5 +1,6 @@
 """Where a request comes from: the one helper every IP-based rule uses (audit, rate limits)."""
 
+import functools
 import ipaddress
 
 from django.http import HttpRequest
@@ -9,7 +10,9 @@ from tokens_app.conf import IPNetwork, token_settings
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> Address | None:
+    # Memoised: every request parses its peer address, and peers repeat (ipaddress is slow).
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:

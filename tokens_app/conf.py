@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "ARGON2_OPTIONS": {},
     "ACCEPT_X_API_KEY": False,
     "REALM": "api",
+    "PREPARED_STATEMENTS": True,
 }
 _ARGON2_OPTIONS = {"time_cost", "memory_cost", "parallelism", "hash_len", "salt_len"}
 
@@ -72,6 +73,7 @@ class TokenSettings:
     argon2_options: Mapping[str, int]
     accept_x_api_key: bool
     realm: str
+    prepared_statements: bool
     #: django-ratelimit's own settings, read here too: the alias holding the counters,
     #: and whether a cache fault lets requests through (False: they get a 503).
     rate_limit_cache: str = "default"
@@ -210,6 +212,7 @@ def load(
     _check_argon2(raw["ARGON2_OPTIONS"], problems)
     hash_key, derived, old_keys = _hash_keys(raw, problems)
     accept_x_api_key = _flag(raw, "ACCEPT_X_API_KEY", problems)
+    prepared_statements = _flag(raw, "PREPARED_STATEMENTS", problems)
     realm = raw["REALM"]
     if not isinstance(realm, str) or not realm or not realm.isprintable() or '"' in realm:
         problems.append("REALM must be a non-empty printable string without quotes")
@@ -236,6 +239,7 @@ def load(
         argon2_options=dict(raw["ARGON2_OPTIONS"]),
         accept_x_api_key=accept_x_api_key,
         realm=realm,
+        prepared_statements=prepared_statements,
         rate_limit_cache=limiter_cache,
         rate_limit_fail_open=fail_open,
     )

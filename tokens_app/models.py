@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import models
+from django.db import models, router
 from django.db.models import Q
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
@@ -27,6 +27,16 @@ class TokenStatus(models.TextChoices):
 def _owner_can_be_inactive() -> bool:
     # Custom user models without an ``is_active`` field are always active.
     return any(field.name == "is_active" for field in get_user_model()._meta.get_fields())
+
+
+def token_database() -> str:
+    """The database alias token writes go to, as the router decides.
+
+    Transactions must be opened there (``transaction.atomic(using=...)``), not on
+    ``default``: with a router, a lock or a check outside the right transaction
+    protects nothing.
+    """
+    return router.db_for_write(APIToken)
 
 
 class APITokenQuerySet(models.QuerySet["APIToken"]):

@@ -12,6 +12,7 @@ from django_ratelimit.core import get_usage
 from tokens_app import clock, hashing, keys
 from tokens_app.client import client_ip
 from tokens_app.conf import token_settings
+from tokens_app.lookup import find_token_with_owner
 from tokens_app.models import APIToken, TokenStatus
 
 logger = logging.getLogger("tokens_app")
@@ -53,12 +54,11 @@ def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
     parsed = keys.parse(raw, token_settings().prefix)
     if parsed is None:
         raise InvalidToken("malformed")
-    try:
-        # get(), not first(): a unique lookup needs no ORDER BY on the hot path.
-        token = APIToken.objects.select_related("owner").get(key_id=parsed.key_id)
-    except APIToken.DoesNotExist:
+    # One prepared query, no ORM query building (tokens_app.lookup says why).
+    token = find_token_with_owner(parsed.key_id)
+    if token is None:
         hashing.burn_verification_time(parsed.secret)
-        raise InvalidToken("unknown key id", parsed.key_id) from None
+        raise InvalidToken("unknown key id", parsed.key_id)
     now = clock.now()
     matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
     if not matches and _in_rotation_grace(token, now):

@@ -14,7 +14,7 @@ from django.utils.translation import ngettext
 
 from tokens_app import clock, hashing, keys, validation
 from tokens_app.conf import token_settings
-from tokens_app.models import APIToken, TokenEvent
+from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services.access import can_manage_all, may_issue_for
 
 logger = logging.getLogger("tokens_app")
@@ -94,7 +94,7 @@ def _insert_with_fresh_key_id(token: APIToken) -> str:
         token.key_id = key_id
         token.secret_hash = hashing.hash_secret(secret)
         try:
-            with transaction.atomic():
+            with transaction.atomic(using=token_database()):
                 token.save(force_insert=True)
         except IntegrityError:
             # Only a key-id collision is retried; anything else is a real error.
@@ -148,7 +148,7 @@ def issue_token(
         created_by=actor if getattr(actor, "pk", None) else None,
         expires_at=expiry,
     )
-    with transaction.atomic():
+    with transaction.atomic(using=token_database()):
         _lock_owner(owner)
         _check_owner_quota(owner, clean_name, now)
         plaintext = _insert_with_fresh_key_id(token)
@@ -185,7 +185,7 @@ def revoke_token(
         )
     now = clock.now()
     revoked_by = actor if getattr(actor, "pk", None) else None
-    with transaction.atomic():
+    with transaction.atomic(using=token_database()):
         changed = APIToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
             revoked_at=now, revoked_by=revoked_by, revoke_reason=reason.strip()
         )
@@ -248,7 +248,7 @@ def rotate_token(
         "previous_secret_hash": token.secret_hash if keep_old else "",
         "previous_secret_valid_until": now + timedelta(seconds=grace_seconds) if keep_old else None,
     }
-    with transaction.atomic():
+    with transaction.atomic(using=token_database()):
         APIToken.objects.filter(pk=token.pk).update(**changes)
         for name, value in changes.items():
             setattr(token, name, value)
@@ -315,7 +315,7 @@ def update_token(
     manage-all right and obeys the owner's grant policy; a revoked token is
     frozen. Raise ``ValidationError`` and write nothing when a rule is broken.
     """
-    with transaction.atomic():
+    with transaction.atomic(using=token_database()):
         _lock_owner(token.owner)  # the name check below cannot be raced
         changes = plan_token_update(
             token, actor=actor, name=name, description=description, scopes=scopes

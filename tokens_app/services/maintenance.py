@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from tokens_app import clock
-from tokens_app.models import APIToken, TokenEvent
+from tokens_app.models import APIToken, TokenEvent, token_database
 
 logger = logging.getLogger("tokens_app")
 
@@ -64,7 +64,7 @@ def _prune_batch(cutoff: datetime, pks: list[int]) -> tuple[int, int]:
     token that changed since the pks were read is neither detached nor deleted.
     """
     doomed = APIToken.objects.prunable(cutoff).filter(pk__in=pks)
-    with transaction.atomic():
+    with transaction.atomic(using=token_database()):
         events = TokenEvent.objects.filter(token__in=doomed.values("pk")).update(token=None)
         _, deleted = doomed.delete()
     return deleted.get(APIToken._meta.label, 0), events

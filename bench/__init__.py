@@ -1,0 +1,1 @@
+"""Benchmarks of the request path: ``make bench`` (see docs/performance.md)."""

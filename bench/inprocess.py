@@ -1,0 +1,299 @@
+"""In-process benchmark of one database backend: ``python -m bench.inprocess OUT.json``.
+
+Run by ``python -m bench`` in a child process per backend (Django's settings are per
+process). ``BENCH_SMALL_URL`` and ``BENCH_LARGE_URL`` name two empty databases; this
+fills them (10^3 and 10^6 tokens by default), then sends DRF requests through Django's
+test client: the project's middleware, URL routing, DRF's view, the JSON renderer.
+Rows are interleaved in every round, in a shuffled order, so drift hits them alike.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import string
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+import django
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connections, transaction  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from rest_framework.authtoken.models import Token  # noqa: E402
+
+from bench.routing import selected  # noqa: E402
+from tokens_app import hashing, services  # noqa: E402
+from tokens_app.conf import token_settings  # noqa: E402
+from tokens_app.models import APIToken  # noqa: E402
+
+ALIASES = {"small": "default", "large": "large"}
+WRITE_PREFIXES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+FILLER_BATCH = 20_000
+BASE62 = string.digits + string.ascii_letters
+
+
+@dataclass
+class Row:
+    """One line of the table: a view, a credential, a database."""
+
+    name: str
+    label: str
+    path: str
+    size: str
+    headers: dict[str, str] = field(default_factory=dict)
+    argon2: bool = False
+    samples: list[int] = field(default_factory=list)
+    queries: float = 0.0
+    writes: float = 0.0
+
+
+def argon2_settings() -> Any:
+    return override_settings(API_TOKENS={**settings.API_TOKENS, "HASHER": "argon2"})
+
+
+@contextmanager
+def on_database(alias: str) -> Iterator[None]:
+    reset = selected.set(alias)
+    try:
+        yield
+    finally:
+        selected.reset(reset)
+
+
+def key_ids(count: int, seed: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield "".join(rng.choices(BASE62, k=12))
+
+
+def fill(alias: str, owner: Any, count: int) -> None:
+    """Insert *count* filler tokens (never authenticated) with one raw statement per batch."""
+    connection = connections[alias]
+    fields = [f for f in APIToken._meta.concrete_fields if not f.primary_key]
+    now = timezone.now()
+    template = {
+        "owner_id": owner.pk,
+        "description": "",
+        "secret_hash": "$hmac-sha256$k=00000000$" + "0" * 64,
+        "previous_secret_hash": "",
+        "previous_secret_valid_until": None,
+        "scopes": ["notes:read"],
+        "created_at": now,
+        "created_by_id": None,
+        "expires_at": now + timedelta(days=30),
+        "revoked_at": None,
+        "revoked_by_id": None,
+        "revoke_reason": "",
+        "last_used_at": None,
+        "last_used_ip": None,
+    }
+    # Values as the fields would save them (JSON, datetimes), so any backend takes them.
+    prepared = {
+        f.attname: f.get_db_prep_save(template[f.attname], connection)
+        for f in fields
+        if f.attname in template
+    }
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(APIToken._meta.db_table)} ({columns}) VALUES ({marks})"
+    ids = key_ids(count, seed=count)
+    done = 0
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        while done < count:
+            batch = []
+            for number in range(done, min(done + FILLER_BATCH, count)):
+                values = {**prepared, "name": f"filler-{number}", "key_id": next(ids)}
+                batch.append([values[f.attname] for f in fields])
+            cursor.executemany(sql, batch)
+            done += len(batch)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {quote(APIToken._meta.db_table)}")
+
+
+def prepare(alias: str, size: int) -> dict[str, str]:
+    """Migrate *alias*, create the bench user and its credentials; return the credentials."""
+    with on_database(alias):
+        call_command("migrate", database=alias, verbosity=0)
+        user = (
+            get_user_model()
+            ._default_manager.db_manager(alias)
+            .create_user("bench", "bench@example.com", "bench-pass")
+        )
+        credentials = {"authtoken": Token.objects.using(alias).create(user=user).key}
+        credentials["apitoken"] = services.issue_token(
+            user, name="bench", scopes=["notes:read"]
+        ).plaintext
+        with argon2_settings():
+            credentials["argon2"] = services.issue_token(
+                user, name="bench-argon2", scopes=["notes:read"]
+            ).plaintext
+        fill(alias, user, size - 2)
+    return credentials
+
+
+def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> list[Row]:
+    rows = [
+        Row("floor", "no authentication (floor)", "/floor/", "-"),
+        Row("roundtrip", "no authentication, one SELECT 1", "/roundtrip/", "small"),
+    ]
+    small = credentials["small"]
+    rows.append(
+        Row(
+            "authtoken",
+            "DRF authtoken",
+            "/authtoken/",
+            "small",
+            {"HTTP_AUTHORIZATION": f"Token {small['authtoken']}"},
+        )
+    )
+    for size in sizes:
+        bearer = {"HTTP_AUTHORIZATION": f"Bearer {credentials[size]['apitoken']}"}
+        rows.append(Row(f"apitoken-{size}", "tokens_app, HMAC", "/apitoken/", size, bearer))
+    argon2 = {"HTTP_AUTHORIZATION": f"Bearer {small['argon2']}"}
+    rows.append(Row("argon2", "tokens_app, Argon2", "/apitoken/", "small", argon2, argon2=True))
+    return rows
+
+
+def send(client: Client, row: Row) -> int:
+    started = time.perf_counter_ns()
+    response = client.get(row.path, **row.headers)
+    elapsed = time.perf_counter_ns() - started
+    if response.status_code != 200:
+        raise SystemExit(f"{row.name}: HTTP {response.status_code} {response.content[:200]!r}")
+    return elapsed
+
+
+def context_for(row: Row) -> Any:
+    return argon2_settings() if row.argon2 else nullcontext()
+
+
+def measure(rows: list[Row], rounds: int, per_round: int, argon2_rounds: int, seed: int) -> None:
+    client = Client()
+    rng = random.Random(seed)
+    for row in rows:  # warm-up: connections, prepared statements, imports, caches
+        with on_database(ALIASES.get(row.size, "default")), context_for(row):
+            for _ in range(1 if row.argon2 else 50):
+                send(client, row)
+    for number in range(rounds):
+        order = rows[:]
+        rng.shuffle(order)
+        for row in order:
+            if row.argon2 and number >= argon2_rounds:
+                continue
+            with on_database(ALIASES.get(row.size, "default")), context_for(row):
+                count = 1 if row.argon2 else per_round
+                row.samples.extend(send(client, row) for _ in range(count))
+
+
+def count_statements(rows: list[Row], requests: int) -> None:
+    """Statements and writes per request in steady state (after the timed rounds)."""
+    client = Client()
+    for row in rows:
+        alias = ALIASES.get(row.size, "default")
+        seen: list[str] = []
+
+        def record(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+            seen.append(sql)  # noqa: B023 — used before the loop moves on
+            return execute(sql, *args)
+
+        with on_database(alias), context_for(row), connections[alias].execute_wrapper(record):
+            for _ in range(requests):
+                send(client, row)
+        row.queries = len(seen) / requests
+        row.writes = sum(s.lstrip().upper().startswith(WRITE_PREFIXES) for s in seen) / requests
+
+
+def hasher_costs(repeat: int) -> dict[str, float]:
+    """Median µs to verify one secret: the default hasher, and Argon2 (pwdlib's defaults)."""
+    secret = "A" * 32
+    costs = {}
+    for name, context, times in (
+        ("hmac-sha256", nullcontext(), repeat * 200),
+        ("argon2", argon2_settings(), max(repeat, 3)),
+    ):
+        with context:
+            stored = hashing.hash_secret(secret)
+            hashing.verify_secret(secret, stored)
+            samples = []
+            for _ in range(times):
+                started = time.perf_counter_ns()
+                hashing.verify_secret(secret, stored)
+                samples.append(time.perf_counter_ns() - started)
+        costs[name] = statistics.median(samples) / 1000
+    return costs
+
+
+def percentile(samples: list[int], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
+
+
+def server_version() -> str:
+    connection = connections["default"]
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        return f"PostgreSQL {connection.pg_version // 10000}.{connection.pg_version % 10000}"
+    import sqlite3
+
+    return f"SQLite {sqlite3.sqlite_version}"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out")
+    parser.add_argument("--small", type=int, default=1_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--per-round", type=int, default=25)
+    parser.add_argument("--argon2-rounds", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=20261123)
+    args = parser.parse_args(argv)
+    sizes = {"small": args.small, "large": args.large}
+    started = time.monotonic()
+    credentials = {size: prepare(ALIASES[size], count) for size, count in sizes.items()}
+    setup_seconds = time.monotonic() - started
+    rows = rows_for(sizes, credentials)
+    measure(rows, args.rounds, args.per_round, args.argon2_rounds, args.seed)
+    count_statements(rows, requests=20)
+    result = {
+        "backend": connections["default"].vendor,
+        "server": server_version(),
+        "sizes": sizes,
+        "setup_seconds": round(setup_seconds, 1),
+        "rounds": args.rounds,
+        "per_round": args.per_round,
+        "hashers_us": hasher_costs(repeat=5),
+        "last_used_interval": str(token_settings().last_used_interval),
+        "rows": [
+            {
+                **{k: v for k, v in asdict(row).items() if k not in {"samples", "headers"}},
+                "count": len(row.samples),
+                "median_us": statistics.median(row.samples) / 1000,
+                "p90_us": percentile(row.samples, 0.9),
+            }
+            for row in rows
+        ],
+    }
+    with open(args.out, "w", encoding="utf-8") as out:
+        json.dump(result, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

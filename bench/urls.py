@@ -1,0 +1,56 @@
+"""One tiny JSON view per row, identical but for authentication and permission."""
+
+from django.db import connections, router
+from django.urls import path
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tokens_app.authentication import APITokenAuthentication
+from tokens_app.models import APIToken
+from tokens_app.permissions import HasScope
+
+
+class FloorView(APIView):
+    """No authentication at all: what every other row is compared with."""
+
+    authentication_classes = []  # type: ignore[var-annotated]
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class AuthTokenView(FloorView):
+    """DRF's ``rest_framework.authtoken``: the yardstick."""
+
+    authentication_classes = [TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+
+class APITokenView(FloorView):
+    """tokens_app: an API token with the scope the view requires."""
+
+    authentication_classes = [APITokenAuthentication]
+    permission_classes = [HasScope]
+    required_scopes = ["notes:read"]
+
+
+class RoundTripView(FloorView):
+    """No authentication, one ``SELECT 1``: the least any one-query credential check costs."""
+
+    def get(self, request: Request) -> Response:
+        with connections[router.db_for_read(APIToken)].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return Response({"ok": True})
+
+
+urlpatterns = [
+    path("floor/", FloorView.as_view()),
+    path("roundtrip/", RoundTripView.as_view()),
+    path("authtoken/", AuthTokenView.as_view()),
+    path("apitoken/", APITokenView.as_view()),
+]

@@ -1,0 +1,52 @@
+"""The benchmark harness still runs: one quick round (``make bench`` itself is not a test).
+
+It measures nothing worth reading; it keeps ``bench/`` from rotting, and checks what
+holds at any size: the request path's one query and no writes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import is_production_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_run_reports_every_row(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "COV_"))}
+    if not is_production_profile():
+        env.pop("DATABASE_URL", None)  # the embedded run benches SQLite only
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "quick.json").read_text())
+    servers = [backend["server"] for backend in results["backends"]]
+    assert servers[0].startswith("SQLite")
+    if is_production_profile():
+        assert servers[1].startswith("PostgreSQL")
+    for backend in results["backends"]:
+        rows = {row["name"]: row for row in backend["rows"]}
+        assert set(rows) == {
+            "floor",
+            "roundtrip",
+            "authtoken",
+            "apitoken-small",
+            "apitoken-large",
+            "argon2",
+        }
+        for name in ("apitoken-small", "apitoken-large", "argon2"):
+            assert (rows[name]["queries"], rows[name]["writes"]) == (1, 0), name
+        assert rows["floor"]["queries"] == 0
+    names = {budget["name"] for budget in results["budgets"]}
+    assert "1 query, 0 writes per request" in names
+    assert "| tokens_app, default hasher |" in result.stdout

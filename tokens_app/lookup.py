@@ -1,0 +1,227 @@
+"""The request path's one query: a token and its owner by key id, without the ORM's query building.
+
+``APIToken.objects.select_related("owner").get(key_id=...)`` spends hundreds of
+microseconds of Python building, compiling and quoting the same SQL on every request;
+the database then answers in tens. Here the statement is written once per database
+alias from model metadata (table and column names quoted by that connection, the
+configured user model, every concrete field of both), and each row is materialised
+the way the ORM would: the connection's and the fields' converters, then
+``Model.from_db``. So ``request.user`` is a complete user instance and ``request.auth``
+a complete token, with its owner cached as ``select_related`` would leave it.
+
+On SQLite and PostgreSQL (psycopg 3) the statement goes straight to the driver when
+nothing observes queries: on PostgreSQL as a server-side prepared statement, so the
+server does not parse and plan the join on every request either (``PREPARED_STATEMENTS``
+turns that off for poolers that lose them), on SQLite through the driver's statement
+cache. Errors are still wrapped as Django's, so a fault is a ``DatabaseError`` (a 503).
+When queries are observed (``DEBUG``, ``django_assert_num_queries``, an execute wrapper
+such as an APM's), Django's own cursor runs the same statement, so they see it.
+
+``tests/test_lookup.py`` checks that this and the ORM agree, on SQLite and PostgreSQL
+and with a custom user model.
+"""
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from django.contrib.auth import get_user_model
+from django.db import connections, models, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import signals
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+
+from tokens_app.conf import cached_until_settings_change, token_settings
+from tokens_app.models import APIToken
+
+Converter = Callable[[Any, Any, Any], Any]
+#: Runs the statement on the driver's own connection: (driver connection, key id) -> row.
+DriverRunner = Callable[[Any, str], Sequence[Any] | None]
+_ONLY_WHEN_ASKED = 2**31 - 1  # a prepare threshold no query count reaches
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The columns of one model in the joined row, and how to turn them into an instance."""
+
+    model: type[models.Model]
+    attnames: tuple[str, ...]
+    start: int
+    stop: int
+    #: (position in the row, converters, the column expression they expect), as the ORM's.
+    converters: tuple[tuple[int, tuple[Converter, ...], Any], ...]
+    #: Whether instances can be built without Model.from_db (see _is_plain).
+    plain: bool
+
+
+def _part(model: type[models.Model], start: int, alias: str) -> tuple[_Part, list[str]]:
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    table = model._meta.db_table
+    fields = list(model._meta.concrete_fields)
+    columns, converters = [], []
+    for offset, field in enumerate(fields):
+        columns.append(f"{quote(table)}.{quote(field.column)}")
+        expression = field.get_col(table)
+        found = connection.ops.get_db_converters(expression) + expression.get_db_converters(
+            connection
+        )
+        if found:
+            converters.append((start + offset, tuple(found), expression))
+    part = _Part(
+        model=model,
+        attnames=tuple(field.attname for field in fields),
+        start=start,
+        stop=start + len(fields),
+        converters=tuple(converters),
+        plain=_is_plain(model),
+    )
+    return part, columns
+
+
+class TokenLookup:
+    """The prepared token-and-owner SELECT for one database alias."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        quote = connections[alias].ops.quote_name
+        owner_field = APIToken._meta.get_field("owner")
+        assert isinstance(owner_field, models.ForeignKey)  # noqa: S101 — the model says so
+        self._owner_field = owner_field
+        user_model = get_user_model()
+        self.token_part, token_columns = _part(APIToken, 0, alias)
+        self.owner_part, owner_columns = _part(user_model, self.token_part.stop, alias)
+        token_table = quote(APIToken._meta.db_table)
+        owner_table = quote(user_model._meta.db_table)
+        key_id_column = quote(APIToken._meta.get_field("key_id").column)
+        join_left = f"{token_table}.{quote(owner_field.column)}"
+        join_right = f"{owner_table}.{quote(owner_field.target_field.column)}"
+        select = ", ".join(token_columns + owner_columns)
+        joined = f"{token_table} INNER JOIN {owner_table} ON ({join_left} = {join_right})"
+        # Every name is quoted by the connection; the key id is the one bound parameter.
+        # key_id is unique: at most one row, so no LIMIT and no ORDER BY.
+        self.sql = f"SELECT {select} FROM {joined} WHERE {token_table}.{key_id_column} = %s"  # noqa: S608
+        self._driver_runner = _driver_runner(connections[alias], self.sql)
+
+    def _row(self, connection: BaseDatabaseWrapper, key_id: str) -> Sequence[Any] | None:
+        observed = connection.execute_wrappers or connection.queries_logged
+        if self._driver_runner is None or observed:
+            with connection.cursor() as cursor:
+                cursor.execute(self.sql, [key_id])
+                return cursor.fetchone()  # type: ignore[no-any-return]
+        # What connection.cursor() and CursorWrapper.execute() check, minus their layers.
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
+        connection.validate_thread_sharing()
+        connection.validate_no_broken_transaction()
+        with connection.wrap_database_errors:
+            return self._driver_runner(connection.connection, key_id)
+
+    def fetch(self, key_id: str) -> APIToken | None:
+        """Return the token with *key_id*, its owner loaded, or ``None``: one query."""
+        connection = connections[self.alias]
+        row = self._row(connection, key_id)
+        if row is None:
+            return None
+        values = list(row)
+        for part in (self.token_part, self.owner_part):
+            for position, converters, expression in part.converters:
+                for convert in converters:
+                    values[position] = convert(values[position], expression, connection)
+        token = _materialise(self.token_part, values, self.alias)
+        owner = _materialise(self.owner_part, values, self.alias)
+        self._owner_field.set_cached_value(token, owner)
+        return cast(APIToken, token)
+
+
+def _driver_runner(connection: BaseDatabaseWrapper, sql: str) -> DriverRunner | None:
+    """The direct lane for *connection*'s driver, or ``None`` to always use Django's cursor."""
+    if connection.vendor == "sqlite":
+        qmark_sql = sql.replace("%s", "?")  # what Django's SQLite cursor would convert
+
+        def run_sqlite(driver: Any, key_id: str) -> Sequence[Any] | None:
+            return driver.execute(qmark_sql, (key_id,)).fetchone()  # type: ignore[no-any-return]
+
+        return run_sqlite
+    if connection.vendor == "postgresql" and _is_psycopg3():
+        import psycopg
+
+        prepare = token_settings().prepared_statements
+
+        def run_postgresql(driver: Any, key_id: str) -> Sequence[Any] | None:
+            # Django's cursors bind on the client, which cannot be prepared; this one binds
+            # on the server, and prepare=True keeps the plan for the connection's life.
+            with psycopg.Cursor(driver) as cursor:
+                if not prepare or driver.prepare_threshold is not None:
+                    cursor.execute(sql, (key_id,), prepare=prepare)
+                    return cursor.fetchone()
+                # Django turns preparing off for the whole connection (threshold None).
+                # Turn it on for this statement only: with a threshold nothing reaches,
+                # psycopg prepares what asks for it (prepare=True) and nothing else.
+                driver.prepare_threshold = _ONLY_WHEN_ASKED
+                try:
+                    cursor.execute(sql, (key_id,), prepare=True)
+                finally:
+                    driver.prepare_threshold = None
+                return cursor.fetchone()
+
+        return run_postgresql
+    return None
+
+
+def _is_psycopg3() -> bool:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
+def _materialise(part: _Part, values: Sequence[Any], alias: str) -> Any:
+    model = part.model
+    # Receivers may be connected at any time, so they are looked for on every row.
+    observed = signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)
+    if observed or not part.plain:
+        return model.from_db(alias, list(part.attnames), values[part.start : part.stop])
+    # What from_db -> __init__ leave behind for a row of every concrete field, without
+    # their generic argument handling (see _is_plain for when that is the same thing).
+    instance = model.__new__(model)
+    instance.__dict__.update(zip(part.attnames, values[part.start : part.stop], strict=True))
+    state = instance._state = ModelState()
+    state.adding, state.db = False, alias
+    return instance
+
+
+def _is_plain(model: type[models.Model]) -> bool:
+    """Whether setting ``__dict__`` builds the same instance as ``Model.from_db``.
+
+    True when nothing could act during construction: ``from_db`` and ``__init__`` are
+    Django's own and every concrete field's attribute is Django's plain deferred-loading
+    descriptor (a field with its own descriptor, such as a file field, may transform
+    what is assigned). ``pre_init``/``post_init`` receivers are checked per row.
+    """
+    if model.from_db.__func__ is not models.Model.from_db.__func__:  # type: ignore[attr-defined]
+        return False
+    if model.__init__ is not models.Model.__init__:
+        return False
+    return all(
+        type(inspect.getattr_static(model, field.attname, None)) in _PLAIN_DESCRIPTORS
+        for field in model._meta.concrete_fields
+    )
+
+
+# A foreign key's id descriptor only also drops a cached related object, and a new
+# instance has none.
+_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
+
+
+@cached_until_settings_change
+def token_lookup(alias: str) -> TokenLookup:
+    """The lookup for *alias*, prepared on first use (and again if the user model changes)."""
+    return TokenLookup(alias)
+
+
+def find_token_with_owner(key_id: str) -> APIToken | None:
+    """Return the token with *key_id* and its owner, from the database the router picks."""
+    return token_lookup(router.db_for_read(APIToken)).fetch(key_id)
