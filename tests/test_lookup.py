@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django.db.models import Model
 from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext, isolate_apps
+from django.utils.dateparse import parse_datetime
 
 from tokens_app import keys, lookup, services
 from tokens_app.models import APIToken
@@ -244,6 +246,29 @@ def test_models_with_their_own_construction_are_built_by_from_db():
     assert lookup._is_plain(Plain) is True
     for model in (OwnFromDb, OwnInit, WithFile):
         assert lookup._is_plain(model) is False, model.__name__
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ("2030-01-02 03:04:05.000006", datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+        ("2030-01-02 03:04:05", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2030-01-02 3:4", datetime(2030, 1, 2, 3, 4, tzinfo=UTC)),  # Django's parser only
+        ("2030-01-02T03:04:05+01:00", datetime(2030, 1, 2, 2, 4, 5, tzinfo=UTC)),
+        (None, None),
+    ],
+)
+def test_sqlite_driver_lane_reads_stored_datetimes_as_django_does(stored, expected):
+    ours = lookup._sqlite_datetime(stored, None, connection)
+    assert ours == expected
+    if stored is not None and connection.vendor == "sqlite":
+        from django.db.models import DateTimeField
+
+        field = DateTimeField()
+        django_reads = connection.ops.convert_datetimefield_value(
+            parse_datetime(stored), field, connection
+        )
+        assert ours == django_reads
 
 
 def test_prepared_lookups_are_rebuilt_when_the_user_model_setting_changes(settings):

@@ -30,12 +30,13 @@ class APITokenAuthentication(BaseAuthentication):
 
     def get_credential(self, request: Request) -> str | None:
         """Return the presented credential, or ``None`` when the request carries none of ours."""
-        header = request.META.get("HTTP_AUTHORIZATION", "")
+        meta = request._request.META  # the HttpRequest's, without DRF's attribute proxy
+        header = meta.get("HTTP_AUTHORIZATION", "")
         if header:
             scheme, _space, value = header.partition(" ")
             return value.strip() if scheme.lower() == self.keyword.lower() else None
         if token_settings().accept_x_api_key:
-            value = request.META.get("HTTP_X_API_KEY")
+            value = meta.get("HTTP_X_API_KEY")
             return value.strip() if isinstance(value, str) else None
         return None
 
@@ -43,7 +44,7 @@ class APITokenAuthentication(BaseAuthentication):
         credential = self.get_credential(request)
         if credential is None:
             return None
-        ip = client_ip(request)
+        ip = client_ip(request._request)
         try:
             token = services.authenticate(credential, ip=ip)
         except services.InvalidToken as failure:

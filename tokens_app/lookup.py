@@ -24,6 +24,7 @@ and with a custom user model.
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from django.contrib.auth import get_user_model
@@ -33,6 +34,7 @@ from django.db.models import signals
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query_utils import DeferredAttribute
+from django.utils.dateparse import parse_datetime
 
 from tokens_app.conf import cached_until_settings_change, token_settings
 from tokens_app.models import APIToken
@@ -53,33 +55,67 @@ class _Part:
     stop: int
     #: (position in the row, converters, the column expression they expect), as the ORM's.
     converters: tuple[tuple[int, tuple[Converter, ...], Any], ...]
+    #: The same for the row the driver lane reads (see _sqlite_datetime).
+    driver_converters: tuple[tuple[int, tuple[Converter, ...], Any], ...]
     #: Whether instances can be built without Model.from_db (see _is_plain).
     plain: bool
 
 
-def _part(model: type[models.Model], start: int, alias: str) -> tuple[_Part, list[str]]:
+def _part(model: type[models.Model], start: int, alias: str) -> tuple[_Part, list[str], list[str]]:
+    """Return the part, its columns for Django's lane, and its columns for the driver lane."""
     connection = connections[alias]
     quote = connection.ops.quote_name
     table = model._meta.db_table
     fields = list(model._meta.concrete_fields)
-    columns, converters = [], []
+    columns, driver_columns, converters, driver_converters = [], [], [], []
     for offset, field in enumerate(fields):
-        columns.append(f"{quote(table)}.{quote(field.column)}")
+        column = f"{quote(table)}.{quote(field.column)}"
+        columns.append(column)
         expression = field.get_col(table)
         found = connection.ops.get_db_converters(expression) + expression.get_db_converters(
             connection
         )
         if found:
             converters.append((start + offset, tuple(found), expression))
+        if connection.vendor == "sqlite" and field.get_internal_type() == "DateTimeField":
+            # Unary + is a no-op that drops the declared type: the driver then hands over
+            # the stored text, which _sqlite_datetime parses in C instead of a regex.
+            driver_columns.append(f"+{column}")
+            driver_converters.append((start + offset, (_sqlite_datetime,), expression))
+        else:
+            driver_columns.append(column)
+            if found:
+                driver_converters.append((start + offset, tuple(found), expression))
     part = _Part(
         model=model,
         attnames=tuple(field.attname for field in fields),
         start=start,
         stop=start + len(fields),
         converters=tuple(converters),
+        driver_converters=tuple(driver_converters),
         plain=_is_plain(model),
     )
-    return part, columns
+    return part, columns, driver_columns
+
+
+def _sqlite_datetime(value: Any, expression: Any, connection: Any) -> Any:
+    """What SQLite's ``datetime`` converter and Django's then do, for stored text.
+
+    Django stores an aware datetime in SQLite as naive text in the connection's time
+    zone, reads it back with a regex parser, then makes it aware. ``fromisoformat``
+    parses the same text in C; anything it cannot read goes to Django's parser.
+    """
+    if value is None:
+        return None
+    parsed: datetime | None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = parse_datetime(value)
+    timezone = connection.timezone  # None without USE_TZ
+    if timezone is not None and parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone)
+    return parsed
 
 
 class TokenLookup:
@@ -92,43 +128,51 @@ class TokenLookup:
         assert isinstance(owner_field, models.ForeignKey)  # noqa: S101 — the model says so
         self._owner_field = owner_field
         user_model = get_user_model()
-        self.token_part, token_columns = _part(APIToken, 0, alias)
-        self.owner_part, owner_columns = _part(user_model, self.token_part.stop, alias)
+        self.token_part, token_columns, token_driver = _part(APIToken, 0, alias)
+        owner_start = self.token_part.stop
+        self.owner_part, owner_columns, owner_driver = _part(user_model, owner_start, alias)
         token_table = quote(APIToken._meta.db_table)
         owner_table = quote(user_model._meta.db_table)
         key_id_column = quote(APIToken._meta.get_field("key_id").column)
         join_left = f"{token_table}.{quote(owner_field.column)}"
         join_right = f"{owner_table}.{quote(owner_field.target_field.column)}"
-        select = ", ".join(token_columns + owner_columns)
         joined = f"{token_table} INNER JOIN {owner_table} ON ({join_left} = {join_right})"
         # Every name is quoted by the connection; the key id is the one bound parameter.
         # key_id is unique: at most one row, so no LIMIT and no ORDER BY.
-        self.sql = f"SELECT {select} FROM {joined} WHERE {token_table}.{key_id_column} = %s"  # noqa: S608
-        self._driver_runner = _driver_runner(connections[alias], self.sql)
+        where = f"WHERE {token_table}.{key_id_column} = %s"
+        select, driver_select = (
+            ", ".join(token_columns + owner_columns),
+            ", ".join(token_driver + owner_driver),
+        )
+        self.sql = f"SELECT {select} FROM {joined} {where}"  # noqa: S608
+        driver_sql = f"SELECT {driver_select} FROM {joined} {where}"  # noqa: S608
+        self._driver_runner = _driver_runner(connections[alias], driver_sql)
 
-    def _row(self, connection: BaseDatabaseWrapper, key_id: str) -> Sequence[Any] | None:
+    def _row(self, connection: BaseDatabaseWrapper, key_id: str) -> tuple[Any, bool]:
+        """Return the row (or ``None``) and whether the driver lane read it."""
         observed = connection.execute_wrappers or connection.queries_logged
         if self._driver_runner is None or observed:
             with connection.cursor() as cursor:
                 cursor.execute(self.sql, [key_id])
-                return cursor.fetchone()  # type: ignore[no-any-return]
+                return cursor.fetchone(), False
         # What connection.cursor() and CursorWrapper.execute() check, minus their layers.
         connection.close_if_health_check_failed()
         connection.ensure_connection()
         connection.validate_thread_sharing()
         connection.validate_no_broken_transaction()
         with connection.wrap_database_errors:
-            return self._driver_runner(connection.connection, key_id)
+            return self._driver_runner(connection.connection, key_id), True
 
     def fetch(self, key_id: str) -> APIToken | None:
         """Return the token with *key_id*, its owner loaded, or ``None``: one query."""
         connection = connections[self.alias]
-        row = self._row(connection, key_id)
+        row, by_driver = self._row(connection, key_id)
         if row is None:
             return None
         values = list(row)
         for part in (self.token_part, self.owner_part):
-            for position, converters, expression in part.converters:
+            lane = part.driver_converters if by_driver else part.converters
+            for position, converters, expression in lane:
                 for convert in converters:
                     values[position] = convert(values[position], expression, connection)
         token = _materialise(self.token_part, values, self.alias)
