@@ -10,13 +10,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tokens_app import scopes
+from tokens_app.jwt_tokens import JWTClaims
 from tokens_app.models import APIToken
 
 WHOAMI_SCHEMA = inline_serializer(
     "WhoAmI",
     {
         "username": serializers.CharField(),
-        "credential": serializers.ChoiceField(["api_token", "session"]),
+        "credential": serializers.ChoiceField(["api_token", "jwt", "session"]),
         "key_id": serializers.CharField(allow_null=True),
         "scopes": serializers.ListField(child=serializers.CharField()),
     },
@@ -34,6 +35,8 @@ class WhoAmIView(APIView):
         key_id: str | None
         if isinstance(credential, APIToken):
             kind, names, key_id = "api_token", credential.effective_scopes, credential.key_id
+        elif isinstance(credential, JWTClaims):
+            kind, names, key_id = "jwt", credential.effective_scopes, credential.key_id
         else:
             kind, key_id = "session", None
             names = frozenset(scope.name for scope in scopes.holdable_scopes(request.user))

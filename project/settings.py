@@ -129,18 +129,26 @@ if REDIS_URL:
         raise ImproperlyConfigured(
             "REDIS_URL is set but the redis package is missing: pip install 'tokens_app[redis]'."
         )
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "OPTIONS": {
-                "socket_connect_timeout": SERVICE_TIMEOUT_SECONDS,
-                "socket_timeout": SERVICE_TIMEOUT_SECONDS,
-            },
-        }
+    REDIS_CACHE = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "socket_connect_timeout": SERVICE_TIMEOUT_SECONDS,
+            "socket_timeout": SERVICE_TIMEOUT_SECONDS,
+        },
     }
+    CACHES = {"default": REDIS_CACHE, "shared": REDIS_CACHE}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # "shared" holds what every process must see (the JWT deny list: the server,
+    # `manage.py revoke_token` and the admin may each be a different process), so even
+    # the embedded default keeps it in files under var/, never in one process's memory.
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(Path(os.environ.get("DJANGO_CACHE_DIR") or VAR_DIR / "cache")),
+        },
+    }
 
 # django-ratelimit's checks, and why two are silenced:
 # - W001 "not officially supported" names every backend but memcached and django-redis.
@@ -188,6 +196,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tokens_app.authentication.APITokenAuthentication",
+        "tokens_app.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -216,6 +225,13 @@ SPECTACULAR_SETTINGS = {
 API_TOKENS = {
     "TOKEN_PREFIX": "tka",
     "HASH_KEY": os.environ.get("API_TOKENS_HASH_KEY") or None,
+    # JWTs: HS256 under a key derived from HASH_KEY unless a PEM key is given (RS256,
+    # ES256 or EdDSA), whose public half /.well-known/jwks.json publishes.
+    "JWT_ALGORITHM": os.environ.get("API_TOKENS_JWT_ALGORITHM") or "HS256",
+    "JWT_SIGNING_KEY": os.environ.get("API_TOKENS_JWT_SIGNING_KEY") or None,
+    "JWT_ISSUER": os.environ.get("API_TOKENS_JWT_ISSUER") or "tokens_app-example",
+    "JWT_AUDIENCES": ["api"],
+    "JWT_DENY_LIST_CACHE": "shared",
     "SCOPES": {
         "notes:read": "Read your notes.",
         "notes:write": {"description": "Create and delete your notes.", "implies": ["notes:read"]},

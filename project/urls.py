@@ -8,10 +8,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from project import health
 from project.api import WhoAmIView
 from project.errors import api_not_found
+from tokens_app.api.jwt_views import jwks
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/", admin.site.urls),
+    path(".well-known/jwks.json", jwks, name="jwks"),
     path("health/", health.live, name="health-live"),
     path("health/ready/", health.ready, name="health-ready"),
     path("api/whoami/", WhoAmIView.as_view(), name="whoami"),

@@ -1,5 +1,12 @@
 """Test settings: the example project's, with a fast password hasher for fixtures."""
 
+import os
+import tempfile
+
+# The shared (file-based) cache of the embedded default, in a directory of this run's own;
+# processes the tests start get the same one through the environment.
+os.environ.setdefault("DJANGO_CACHE_DIR", tempfile.mkdtemp(prefix="tokens-app-test-cache-"))
+
 from project.settings import *  # noqa: F403
 
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]

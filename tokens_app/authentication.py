@@ -3,14 +3,17 @@
 import logging
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from tokens_app import services
+from tokens_app import denylist, jwt_tokens, services
 from tokens_app.client import client_ip
 from tokens_app.conf import token_settings
+from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken
 
 logger = logging.getLogger("tokens_app.authentication")
@@ -34,7 +37,11 @@ class APITokenAuthentication(BaseAuthentication):
         header = meta.get("HTTP_AUTHORIZATION", "")
         if header:
             scheme, _space, value = header.partition(" ")
-            return value.strip() if scheme.lower() == self.keyword.lower() else None
+            if scheme.lower() != self.keyword.lower():
+                return None
+            value = value.strip()
+            # A dotted value is a JWT (API tokens never hold a dot): JWTAuthentication's.
+            return None if jwt_tokens.looks_like_jwt(value) else value
         if token_settings().accept_x_api_key:
             value = meta.get("HTTP_X_API_KEY")
             return value.strip() if isinstance(value, str) else None
@@ -66,3 +73,83 @@ class APITokenAuthentication(BaseAuthentication):
         if getattr(request, _INVALID_FLAG, False):
             return f'Bearer realm="{realm}", error="invalid_token"'
         return f'Bearer realm="{realm}"'
+
+
+class JWTAuthentication(BaseAuthentication):
+    """Authenticate ``Authorization: Bearer <JWT>`` minted by ``POST /api/auth/jwt/``.
+
+    No SQL by default: ``request.user`` is a ``JWTUser`` built from the claims (set
+    ``JWT_LOAD_USER`` to load the user row instead, one query). ``request.auth`` is the
+    verified ``JWTClaims``, with the same scope interface as an API token. Failures are
+    the same generic 401 as for API tokens; an unreadable deny list is a 503.
+    """
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[Any, jwt_tokens.JWTClaims] | None:
+        header = request._request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _space, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() != self.keyword.lower() or not jwt_tokens.looks_like_jwt(value):
+            return None
+        ip = client_ip(request._request)
+        try:
+            claims = jwt_tokens.verify(value)
+            user = self.user_for(claims)
+        except jwt_tokens.InvalidJWT as failure:
+            logger.info(
+                "JWT rejected: %s (key id %s, ip %s)",
+                failure.reason,
+                failure.key_id or "-",
+                ip or "-",
+            )
+            setattr(request, _INVALID_FLAG, True)
+            raise exceptions.AuthenticationFailed(
+                _("Invalid token."), code="invalid_token"
+            ) from None
+        except denylist.DenyListUnavailable:
+            raise ServiceUnavailable from None
+        return user, claims
+
+    def user_for(self, claims: jwt_tokens.JWTClaims) -> Any:
+        """The user of *claims*: from the claims, or loaded when ``JWT_LOAD_USER`` is set."""
+        if not token_settings().jwt.load_user:
+            return JWTUser(claims)
+        user_model = get_user_model()
+        try:
+            user = user_model._default_manager.get(pk=claims.subject)
+        except (user_model.DoesNotExist, ValueError, ValidationError):
+            raise jwt_tokens.InvalidJWT("unknown subject", claims.key_id) from None
+        if not getattr(user, "is_active", True):
+            raise jwt_tokens.InvalidJWT("owner_inactive", claims.key_id)
+        return user
+
+    def authenticate_header(self, request: Request) -> str:
+        return APITokenAuthentication().authenticate_header(request)
+
+
+class JWTUser:
+    """The user a JWT names, from its claims alone (no query): enough for views and scopes.
+
+    It has the id (``sub``) and username, and is authenticated and active; it holds no
+    staff status and no Django permission: scopes are the JWT's ``scope`` claim.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, claims: jwt_tokens.JWTClaims) -> None:
+        self.pk = self.id = claims.subject
+        self.username = str(claims.claims.get("username", ""))
+
+    def get_username(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.username

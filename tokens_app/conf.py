@@ -48,7 +48,20 @@ DEFAULTS: dict[str, Any] = {
     "ACCEPT_X_API_KEY": False,
     "REALM": "api",
     "PREPARED_STATEMENTS": True,
+    "JWT_ALGORITHM": "HS256",
+    "JWT_SIGNING_KEY": None,
+    "JWT_VERIFICATION_KEYS": [],
+    "JWT_ISSUER": "tokens_app",
+    "JWT_AUDIENCES": ["api"],
+    "JWT_LIFETIME": "5m",
+    "JWT_LEEWAY_SECONDS": 10,
+    "JWT_LOAD_USER": False,
+    "JWT_DENY_LIST_CACHE": "default",
 }
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
+MIN_JWT_SECRET_LENGTH = 32
+MAX_JWT_LIFETIME = timedelta(hours=1)
+MAX_JWT_LEEWAY_SECONDS = 300
 _ARGON2_OPTIONS = {"time_cost", "memory_cost", "parallelism", "hash_len", "salt_len"}
 
 
@@ -74,10 +87,80 @@ class TokenSettings:
     accept_x_api_key: bool
     realm: str
     prepared_statements: bool
+    jwt: "JWTSettings"
     #: django-ratelimit's own settings, read here too: the alias holding the counters,
     #: and whether a cache fault lets requests through (False: they get a 503).
     rate_limit_cache: str = "default"
     rate_limit_fail_open: bool = False
+
+
+@dataclass(frozen=True)
+class JWTSettings:
+    """The JWT part of ``API_TOKENS`` (keys are parsed later, by ``tokens_app.jwt_tokens``)."""
+
+    algorithm: str
+    signing_key: str | None
+    verification_keys: tuple[str, ...]
+    issuer: str
+    audiences: tuple[str, ...]
+    lifetime: timedelta
+    leeway_seconds: int
+    load_user: bool
+    deny_list_cache: str
+
+
+def _jwt_settings(raw: dict[str, Any], problems: list[str]) -> JWTSettings:
+    algorithm = raw["JWT_ALGORITHM"]
+    if algorithm not in JWT_ALGORITHMS:
+        problems.append(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+    signing_key = raw["JWT_SIGNING_KEY"]
+    if signing_key is not None and not (isinstance(signing_key, str) and signing_key.strip()):
+        problems.append("JWT_SIGNING_KEY must be a string (a secret, or a PEM private key)")
+    if algorithm != "HS256" and not signing_key:
+        problems.append(f"JWT_ALGORITHM {algorithm} needs JWT_SIGNING_KEY (a PEM private key)")
+    short = isinstance(signing_key, str) and len(signing_key) < MIN_JWT_SECRET_LENGTH
+    if algorithm == "HS256" and short:
+        problems.append(
+            f"JWT_SIGNING_KEY for HS256 must have at least {MIN_JWT_SECRET_LENGTH} characters"
+        )
+    extra = raw["JWT_VERIFICATION_KEYS"]
+    if not isinstance(extra, list | tuple) or not all(isinstance(k, str) and k for k in extra):
+        problems.append("JWT_VERIFICATION_KEYS must be a list of keys (secrets or PEM)")
+        extra = ()
+    issuer = raw["JWT_ISSUER"]
+    if not isinstance(issuer, str) or not issuer or not issuer.isprintable():
+        problems.append("JWT_ISSUER must be a non-empty printable string")
+    audiences = raw["JWT_AUDIENCES"]
+    if (
+        not isinstance(audiences, list | tuple)
+        or not audiences
+        or not all(isinstance(a, str) and a and a.isprintable() and " " not in a for a in audiences)
+    ):
+        problems.append("JWT_AUDIENCES must be a non-empty list of audience names")
+        audiences = ("api",)
+    lifetime = _duration(raw, "JWT_LIFETIME", problems, optional=False)
+    if lifetime is not None and lifetime > MAX_JWT_LIFETIME:
+        problems.append("JWT_LIFETIME must be at most 1h (JWTs cannot be revoked one by one)")
+    leeway = raw["JWT_LEEWAY_SECONDS"]
+    if type(leeway) is not int or not 0 <= leeway <= MAX_JWT_LEEWAY_SECONDS:
+        problems.append(
+            f"JWT_LEEWAY_SECONDS must be a whole number from 0 to {MAX_JWT_LEEWAY_SECONDS}"
+        )
+        leeway = 0
+    cache = raw["JWT_DENY_LIST_CACHE"]
+    if not isinstance(cache, str) or not cache:
+        problems.append("JWT_DENY_LIST_CACHE must name a cache alias")
+    return JWTSettings(
+        algorithm=str(algorithm),
+        signing_key=signing_key if isinstance(signing_key, str) else None,
+        verification_keys=tuple(extra),
+        issuer=str(issuer),
+        audiences=tuple(audiences),
+        lifetime=lifetime or timedelta(minutes=5),
+        leeway_seconds=leeway,
+        load_user=_flag(raw, "JWT_LOAD_USER", problems),
+        deny_list_cache=str(cache),
+    )
 
 
 def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: bool) -> Any:
@@ -213,6 +296,7 @@ def load(
     hash_key, derived, old_keys = _hash_keys(raw, problems)
     accept_x_api_key = _flag(raw, "ACCEPT_X_API_KEY", problems)
     prepared_statements = _flag(raw, "PREPARED_STATEMENTS", problems)
+    jwt = _jwt_settings(raw, problems)
     realm = raw["REALM"]
     if not isinstance(realm, str) or not realm or not realm.isprintable() or '"' in realm:
         problems.append("REALM must be a non-empty printable string without quotes")
@@ -240,6 +324,7 @@ def load(
         accept_x_api_key=accept_x_api_key,
         realm=realm,
         prepared_statements=prepared_statements,
+        jwt=jwt,
         rate_limit_cache=limiter_cache,
         rate_limit_fail_open=fail_open,
     )

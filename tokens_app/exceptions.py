@@ -8,7 +8,6 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger("tokens_app")
 
@@ -34,6 +33,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         view = context.get("view")
         logger.error("Database error in %s", type(view).__name__, exc_info=exc)
         exc = ServiceUnavailable()
+    # Imported here: rest_framework.views imports the authentication classes, which
+    # import this module (ServiceUnavailable).
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, ServiceUnavailable):
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -15,6 +15,7 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
+    inline_serializer,
 )
 from rest_framework import permissions as drf_permissions
 from rest_framework import serializers
@@ -84,6 +85,26 @@ class APITokenScheme(OpenApiAuthenticationExtension):
                 f"An API token (`{prefix}_…`) issued in the admin, by `manage.py issue_token` "
                 "or through `/api/tokens/`. Each operation lists the scopes it needs "
                 f"in `{SCOPES_EXTENSION}`."
+            ),
+        }
+
+
+class JWTScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Bearer <JWT>``: a short-lived access token from ``/api/auth/jwt/``."""
+
+    target_class = "tokens_app.authentication.JWTAuthentication"
+    match_subclasses = True
+    name = "jwt"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "A short-lived JWT (RFC 9068) minted from an API token at `/api/auth/jwt/`; "
+                "its `scope` claim is checked like an API token's scopes. Public keys: "
+                "`/.well-known/jwks.json`."
             ),
         }
 
@@ -245,4 +266,52 @@ class PasswordExchangeSchema(OpenApiViewExtension):
                     503: SERVICE_UNAVAILABLE,
                 },
             ),
+        )
+
+
+class MintJWTSchema(OpenApiViewExtension):
+    """``/api/auth/jwt/``: an API token (only) trades for a short-lived JWT."""
+
+    target_class = "tokens_app.api.jwt_views.MintJWTView"
+
+    def view_replacement(self) -> type[APIView]:
+        from tokens_app.api.jwt_views import MintJWTSerializer
+
+        minted = inline_serializer(
+            "MintedJWT",
+            {
+                "access_token": serializers.CharField(),
+                "token_type": serializers.ChoiceField(["Bearer"]),
+                "expires_in": serializers.IntegerField(),
+                "scope": serializers.CharField(),
+            },
+        )
+        return _documented(
+            self, post=extend_schema(request=MintJWTSerializer, responses={200: minted})
+        )
+
+
+class IntrospectSchema(OpenApiViewExtension):
+    """``/api/auth/introspect/``: RFC 7662, for callers holding ``tokens:introspect``."""
+
+    target_class = "tokens_app.api.jwt_views.IntrospectView"
+
+    def view_replacement(self) -> type[APIView]:
+        from tokens_app.api.jwt_views import IntrospectSerializer
+
+        answer = inline_serializer(
+            "Introspection",
+            {
+                "active": serializers.BooleanField(),
+                "scope": serializers.CharField(required=False),
+                "exp": serializers.IntegerField(required=False),
+                "iat": serializers.IntegerField(required=False),
+                "sub": serializers.CharField(required=False),
+                "username": serializers.CharField(required=False),
+                "token_type": serializers.ChoiceField(["api_token", "jwt"], required=False),
+                "client_id": serializers.CharField(required=False),
+            },
+        )
+        return _documented(
+            self, post=extend_schema(request=IntrospectSerializer, responses={200: answer})
         )

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from tokens_app.api import views
+from tokens_app.api import jwt_views, views
 
 app_name = "tokens_api"
 
@@ -15,4 +15,6 @@ urlpatterns = [
     ),
     re_path(r"^tokens/(?P<key_id>.+)/$", views.TokenDetailView.as_view(), name="token-detail"),
     path("auth/token/", views.PasswordExchangeView.as_view(), name="password-exchange"),
+    path("auth/jwt/", jwt_views.MintJWTView.as_view(), name="jwt-mint"),
+    path("auth/introspect/", jwt_views.IntrospectView.as_view(), name="introspect"),
 ]

@@ -43,7 +43,7 @@ def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
     return bool(token.previous_secret_hash) and until is not None and now < until
 
 
-def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
+def authenticate(raw: str, *, ip: str | None = None, touch: bool = True) -> APIToken:
     """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
 
     Malformed input fails before any query; a well-formed one costs one query
@@ -74,7 +74,8 @@ def authenticate(raw: str, *, ip: str | None = None) -> APIToken:
             secret_hash=upgraded
         )
         token.secret_hash = upgraded
-    _touch_last_used(token, now, ip)
+    if touch:  # introspection looks at a token without using it
+        _touch_last_used(token, now, ip)
     return token
 
 

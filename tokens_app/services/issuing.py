@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tokens_app import clock, hashing, keys, validation
+from tokens_app import clock, denylist, hashing, keys, validation
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services.access import can_manage_all, may_issue_for
@@ -198,6 +198,9 @@ def revoke_token(
                 via=via,
                 detail={"reason": reason.strip()},
             )
+            # Before the commit, so its JWTs are refused from the moment the revoke is
+            # visible (a rollback leaves an entry that only refuses JWTs early: safe).
+            denylist.deny(token.key_id)
     token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
     if changed:
         logger.info("Revoked API token %s via %s", token.key_id, via or "code")

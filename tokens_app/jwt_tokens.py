@@ -1,0 +1,291 @@
+"""Short-lived JWT access tokens (RFC 9068) minted from an API token, verified without SQL.
+
+Minting needs an authenticated API token; the JWT carries the token's key id
+(``client_id``), a subset of its scopes, and an expiry that never passes the token's.
+Verification pins the algorithm from settings (never from the token), picks the key by
+``kid``, checks ``typ``, ``iss``, ``aud``, ``exp``/``nbf`` with a small leeway and every
+required claim, then asks the deny list whether the parent token was revoked.
+
+Keys: HS256 under a key derived from ``HASH_KEY`` by default (or ``JWT_SIGNING_KEY``);
+RS256, ES256 or EdDSA with a PEM private key in ``JWT_SIGNING_KEY``, whose public half
+is published at ``/.well-known/jwks.json``. ``JWT_VERIFICATION_KEYS`` keeps older keys
+verifying during a rotation.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from tokens_app import clock, denylist
+from tokens_app.conf import cached_until_settings_change, token_settings
+from tokens_app.models import APIToken
+
+TYPE = "at+jwt"
+ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "client_id")
+MAX_LENGTH = 8192
+_KEY_TYPES = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey,
+              "EdDSA": ed25519.Ed25519PublicKey}  # fmt: skip
+
+
+class InvalidJWT(Exception):  # noqa: N818 — reads better at the raise sites
+    """The JWT is not acceptable; ``reason`` is for the server log only."""
+
+    def __init__(self, reason: str, key_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key_id = key_id
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    kid: str
+    key: Any  # bytes for HS256, a public key object otherwise
+
+
+@dataclass(frozen=True)
+class Keyring:
+    algorithm: str
+    signing_kid: str
+    signing_key: Any
+    verification: Mapping[str, VerificationKey]
+
+    def public_jwks(self) -> list[dict[str, Any]]:
+        """The public keys as JWKs (none for HS256: a shared secret is never published)."""
+        if self.algorithm == "HS256":
+            return []
+        return [
+            {**_public_jwk(entry.key), "kid": kid, "use": "sig", "alg": self.algorithm}
+            for kid, entry in self.verification.items()
+        ]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _public_jwk(public_key: Any) -> dict[str, Any]:
+    algorithm = jwt.algorithms.get_default_algorithms()[_alg_for(public_key)]
+    jwk: dict[str, Any] = json.loads(algorithm.to_jwk(public_key))
+    return jwk
+
+
+def _alg_for(public_key: Any) -> str:
+    for algorithm, key_type in _KEY_TYPES.items():
+        if isinstance(public_key, key_type):
+            return algorithm
+    raise ImproperlyConfigured("JWT keys must be RSA, EC P-256 or Ed25519 keys")
+
+
+def thumbprint(public_key: Any) -> str:
+    """The key's RFC 7638 JWK thumbprint: a ``kid`` that names the key, not a secret."""
+    jwk = _public_jwk(public_key)
+    members = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+    canonical = {name: jwk[name] for name in members[jwk["kty"]]}
+    encoded = json.dumps(canonical, separators=(",", ":"), sort_keys=True).encode()
+    return _b64(hashlib.sha256(encoded).digest())
+
+
+def _secret_kid(secret: bytes) -> str:
+    return "hs-" + hashlib.sha256(b"tokens_app.jwt-kid|" + secret).hexdigest()[:16]
+
+
+def _public_key(pem: str) -> Any:
+    data = pem.encode()
+    try:
+        return load_pem_public_key(data)
+    except ValueError:
+        return load_pem_private_key(data, password=None).public_key()
+
+
+def _asymmetric(algorithm: str, signing_pem: str, extra: Iterable[str]) -> Keyring:
+    try:
+        private_key = load_pem_private_key(signing_pem.encode(), password=None)
+        public_keys = [private_key.public_key(), *(_public_key(pem) for pem in extra)]
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"API_TOKENS JWT keys: cannot read a PEM key ({exc})") from None
+    expected = _KEY_TYPES[algorithm]
+    if not all(isinstance(key, expected) for key in public_keys):
+        raise ImproperlyConfigured(f"API_TOKENS JWT keys: {algorithm} needs {expected.__name__}s")
+    if algorithm == "ES256" and not all(key.curve.name == "secp256r1" for key in public_keys):
+        raise ImproperlyConfigured("API_TOKENS JWT keys: ES256 needs P-256 keys")
+    verification = {thumbprint(key): VerificationKey(thumbprint(key), key) for key in public_keys}
+    return Keyring(algorithm, thumbprint(public_keys[0]), private_key, verification)
+
+
+def _symmetric(configured: str | None, extra: Iterable[str]) -> Keyring:
+    if configured is None:
+        # Domain-separated from the token hash key, so neither can stand in for the other.
+        derive = hmac.new(token_settings().hash_key, b"tokens_app.jwt-signing-key.v1", "sha256")
+        signing = derive.digest()
+    else:
+        signing = configured.encode()
+    secrets_ = [signing, *(key.encode() for key in extra)]
+    verification = {_secret_kid(key): VerificationKey(_secret_kid(key), key) for key in secrets_}
+    return Keyring("HS256", _secret_kid(signing), signing, verification)
+
+
+@cached_until_settings_change
+def keyring() -> Keyring:
+    """The configured keys; raise ``ImproperlyConfigured`` when they cannot be used."""
+    conf = token_settings().jwt
+    if conf.algorithm == "HS256":
+        return _symmetric(conf.signing_key, conf.verification_keys)
+    assert conf.signing_key is not None  # noqa: S101 — settings validation requires it
+    return _asymmetric(conf.algorithm, conf.signing_key, conf.verification_keys)
+
+
+# --- minting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MintedJWT:
+    access_token: str = ""
+    expires_in: int = 0
+    scope: str = ""
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def mint(token: APIToken, *, scope: str | None = None, audience: str | None = None) -> MintedJWT:
+    """Mint a JWT for the usable API token *token*; raise ``ValidationError`` on bad input.
+
+    *scope* (space-separated) must be a subset of what the token may do now; without it
+    the JWT gets all of that. *audience* must be one of ``JWT_AUDIENCES`` (default: the
+    first). The JWT expires after ``JWT_LIFETIME``, never after the token does.
+    """
+    conf = token_settings().jwt
+    now = clock.now()
+    errors: dict[str, Any] = {}
+    held = token.effective_scopes
+    if scope is None:
+        granted = sorted(held)
+    elif not isinstance(scope, str) or not scope.split():
+        granted = []
+        errors["scope"] = _("Give one or more scopes separated by spaces.")
+    else:
+        granted = sorted(set(scope.split()))
+        if not set(granted) <= held:
+            errors["scope"] = _("A JWT can carry only scopes its API token holds.")
+    if audience is None:
+        audience = conf.audiences[0]
+    elif audience not in conf.audiences:
+        errors["audience"] = _("Unknown audience.")
+    if not granted and "scope" not in errors:
+        errors["scope"] = _("This API token holds no scope to put in a JWT.")
+    expires = now + conf.lifetime
+    if token.expires_at is not None:
+        expires = min(expires, token.expires_at)
+    if _epoch(expires) <= _epoch(now) and "scope" not in errors:
+        errors["expires_in"] = _("The API token expires too soon to mint a JWT.")
+    if errors:
+        raise ValidationError(errors)
+    ring = keyring()
+    scope_claim = " ".join(granted)
+    claims: dict[str, Any] = {
+        "iss": conf.issuer,
+        "sub": str(token.owner.pk),
+        "aud": audience,
+        "exp": _epoch(expires),
+        "iat": _epoch(now),
+        "nbf": _epoch(now),
+        "jti": secrets.token_urlsafe(16),
+        "scope": scope_claim,
+        "client_id": token.key_id,
+        "username": token.owner.get_username(),
+    }
+    headers = {"typ": TYPE, "kid": ring.signing_kid}
+    encoded = jwt.encode(claims, ring.signing_key, algorithm=ring.algorithm, headers=headers)
+    return MintedJWT(encoded, _epoch(expires) - _epoch(now), scope_claim)
+
+
+# --- verifying ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JWTClaims:
+    """A verified JWT, with the same scope interface as an ``APIToken`` (for ``HasScope``)."""
+
+    claims: Mapping[str, Any]
+
+    @property
+    def key_id(self) -> str:
+        return str(self.claims["client_id"])
+
+    @property
+    def scopes(self) -> list[str]:
+        return sorted(set(str(self.claims["scope"]).split()))
+
+    @property
+    def effective_scopes(self) -> frozenset[str]:
+        # Fixed at minting (a subset of what the token could do then); lives minutes.
+        return frozenset(self.scopes)
+
+    def has_scope(self, name: str) -> bool:
+        return name in self.effective_scopes
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(int(self.claims["exp"]), tz=UTC)
+
+    @property
+    def subject(self) -> str:
+        return str(self.claims["sub"])
+
+
+def looks_like_jwt(value: str) -> bool:
+    """Cheap shape test: three base64url segments. API tokens never contain a dot."""
+    return value.count(".") == 2 and value.startswith("eyJ") and len(value) <= MAX_LENGTH
+
+
+def verify(raw: str) -> JWTClaims:
+    """Return the claims of the acceptable JWT *raw*; raise ``InvalidJWT`` otherwise.
+
+    Raise ``denylist.DenyListUnavailable`` when revocations cannot be checked.
+    """
+    if not looks_like_jwt(raw):
+        raise InvalidJWT("malformed")
+    conf = token_settings().jwt
+    ring = keyring()
+    try:
+        header = jwt.get_unverified_header(raw)
+    except jwt.PyJWTError:
+        raise InvalidJWT("malformed header") from None
+    if header.get("alg") != ring.algorithm:
+        raise InvalidJWT("algorithm not allowed")
+    if str(header.get("typ", "")).lower() not in ACCEPTED_TYPES:
+        raise InvalidJWT("wrong typ")
+    entry = ring.verification.get(str(header.get("kid", "")))
+    if entry is None:
+        raise InvalidJWT("unknown kid")
+    try:
+        claims = jwt.decode(
+            raw,
+            entry.key,
+            algorithms=[ring.algorithm],
+            audience=list(conf.audiences),
+            issuer=conf.issuer,
+            leeway=timedelta(seconds=conf.leeway_seconds),
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidJWT(type(error).__name__) from None
+    if not isinstance(claims.get("client_id"), str) or not isinstance(claims.get("scope"), str):
+        raise InvalidJWT("malformed claims")
+    if denylist.is_denied(claims["client_id"]):
+        raise InvalidJWT("parent token revoked", claims["client_id"])
+    return JWTClaims(claims)
