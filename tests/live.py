@@ -129,8 +129,11 @@ def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[s
         DJANGO_SECRET_KEY=settings.SECRET_KEY,
         DATABASE_URL=database_url,
         PYTHONUNBUFFERED="1",
-        **extra,
+        # The "shared" file cache of this test run (the JWT deny list), unless a test
+        # gives a directory of its own.
+        DJANGO_CACHE_DIR=os.environ["DJANGO_CACHE_DIR"],
     )
+    env.update(extra)
     if redis_url:
         env["REDIS_URL"] = redis_url
     return env

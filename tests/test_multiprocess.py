@@ -179,3 +179,34 @@ def test_redis_down_server_still_authenticates_and_refuses_exchanges(
     assert exchange.status == 503
     assert exchange.headers["Retry-After"] == "5"
     assert APIToken.objects.filter(owner=alice).count() == 1
+
+
+def test_jwts_of_a_token_revoked_by_command_are_refused_within_a_second(server, alice, issue):
+    import subprocess
+    import sys
+
+    issued = issue(alice, ["notes:read"])
+    minted = server.request(
+        "POST", "/api/auth/jwt/", headers=authorization(issued.plaintext), payload={}
+    )
+    assert minted.status == 200, minted.body
+    access = authorization(minted.json()["access_token"])
+    assert server.request("GET", "/api/whoami/", headers=access).json()["credential"] == "jwt"
+    env = live.server_env(live.session_database_url(), live.session_redis_url())
+    result = subprocess.run(  # the deny list entry travels through Redis
+        [sys.executable, "manage.py", "revoke_token", issued.token.key_id],
+        cwd=live.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    revoked_at = time.monotonic()
+    wait_for(
+        lambda: server.request("GET", "/api/whoami/", headers=access).status == 401,
+        "the JWT to be refused",
+    )
+    assert time.monotonic() - revoked_at < 1
+    assert {server.request("GET", "/api/whoami/", headers=access).status for _ in range(9)} == {401}
