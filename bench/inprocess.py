@@ -36,7 +36,7 @@ from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.routing import selected  # noqa: E402
-from tokens_app import hashing, services  # noqa: E402
+from tokens_app import hashing, jwt_tokens, services  # noqa: E402
 from tokens_app.conf import token_settings  # noqa: E402
 from tokens_app.models import APIToken  # noqa: E402
 
@@ -44,6 +44,10 @@ ALIASES = {"small": "default", "large": "large"}
 WRITE_PREFIXES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 FILLER_BATCH = 20_000
 BASE62 = string.digits + string.ascii_letters
+
+
+def deny_list_on(alias: str) -> Any:
+    return override_settings(API_TOKENS={**settings.API_TOKENS, "JWT_DENY_LIST_CACHE": alias})
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Row:
     size: str
     headers: dict[str, str] = field(default_factory=dict)
     argon2: bool = False
+    deny_list: str = ""
     samples: list[int] = field(default_factory=list)
     queries: float = 0.0
     writes: float = 0.0
@@ -136,9 +141,9 @@ def prepare(alias: str, size: int) -> dict[str, str]:
             .create_user("bench", "bench@example.com", "bench-pass")
         )
         credentials = {"authtoken": Token.objects.using(alias).create(user=user).key}
-        credentials["apitoken"] = services.issue_token(
-            user, name="bench", scopes=["notes:read"]
-        ).plaintext
+        issued = services.issue_token(user, name="bench", scopes=["notes:read"])
+        credentials["apitoken"] = issued.plaintext
+        credentials["jwt"] = jwt_tokens.mint(issued.token).access_token
         with argon2_settings():
             credentials["argon2"] = services.issue_token(
                 user, name="bench-argon2", scopes=["notes:read"]
@@ -165,6 +170,10 @@ def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> l
     for size in sizes:
         bearer = {"HTTP_AUTHORIZATION": f"Bearer {credentials[size]['apitoken']}"}
         rows.append(Row(f"apitoken-{size}", "tokens_app, HMAC", "/apitoken/", size, bearer))
+    jwt = {"HTTP_AUTHORIZATION": f"Bearer {small['jwt']}"}
+    rows.append(Row("jwt-locmem", "JWT, local-memory deny list", "/jwt/", "-", jwt))
+    if "redis" in settings.CACHES:
+        rows.append(Row("jwt-redis", "JWT, Redis deny list", "/jwt/", "-", jwt, deny_list="redis"))
     argon2 = {"HTTP_AUTHORIZATION": f"Bearer {small['argon2']}"}
     rows.append(Row("argon2", "tokens_app, Argon2", "/apitoken/", "small", argon2, argon2=True))
     return rows
@@ -180,7 +189,9 @@ def send(client: Client, row: Row) -> int:
 
 
 def context_for(row: Row) -> Any:
-    return argon2_settings() if row.argon2 else nullcontext()
+    if row.argon2:
+        return argon2_settings()
+    return deny_list_on(row.deny_list) if row.deny_list else nullcontext()
 
 
 def measure(rows: list[Row], rounds: int, per_round: int, argon2_rounds: int, seed: int) -> None:

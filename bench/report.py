@@ -13,6 +13,7 @@ LIMITS = {
     "large_vs_small": 1.1,
     "hasher_ratio": 10_000,
     "throughput_vs_floor": 0.7,
+    "jwt_vs_floor": 1.3,
 }
 
 
@@ -86,6 +87,11 @@ def _backend_budgets(backend: dict[str, Any]) -> list[dict[str, Any]]:
                 large["median_us"] / small["median_us"], LIMITS["large_vs_small"], at_most=True),
         _budget("Argon2 / default hasher (verify)", label,
                 hashers["argon2"] / hashers["hmac-sha256"], LIMITS["hasher_ratio"], at_most=False),
+        *(
+            _budget(f"{LABELS[name]} vs floor", label, rows[name]["median_us"] / floor,
+                    LIMITS["jwt_vs_floor"], at_most=True)
+            for name in ("jwt-locmem", "jwt-redis") if name in rows
+        ),
     ]  # fmt: skip
 
 
@@ -124,6 +130,8 @@ LABELS = {
     "apitoken-small": "tokens_app, default hasher",
     "apitoken-large": "tokens_app, default hasher",
     "argon2": "tokens_app, Argon2 hasher",
+    "jwt-locmem": "JWT, local-memory deny list",
+    "jwt-redis": "JWT, Redis deny list",
 }
 
 
@@ -196,15 +204,20 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["floor", "roundtrip", "apitoken-small", "apitoken-large", "authtoken"]
+    present = set(_rows_by_name(results["backends"][0]))
+    names = ["floor", "roundtrip", "jwt-locmem", "jwt-redis", "apitoken-small", "apitoken-large",
+             "authtoken"]  # fmt: skip
+    names = [name for name in names if name in present]
     short = {
         "floor": "floor",
         "roundtrip": "SELECT 1",
-        "apitoken-small": "tokens_app\n10^3",
-        "apitoken-large": "tokens_app\n10^6",
+        "apitoken-small": "API token\n10^3",
+        "apitoken-large": "API token\n10^6",
         "authtoken": "DRF authtoken",
+        "jwt-locmem": "JWT\nlocal memory",
+        "jwt-redis": "JWT\nRedis",
     }
-    figure, axis = plt.subplots(figsize=(9, 4.2), dpi=110)
+    figure, axis = plt.subplots(figsize=(10, 4.4), dpi=110)
     width = 0.8 / max(1, len(results["backends"]))
     for index, backend in enumerate(results["backends"]):
         rows = _rows_by_name(backend)

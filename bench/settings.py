@@ -10,7 +10,7 @@ import os
 import dj_database_url
 
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS, REST_FRAMEWORK
+from project.settings import API_TOKENS, INSTALLED_APPS, REST_FRAMEWORK
 
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -27,8 +27,19 @@ DATABASES = {
     "default": _database(os.environ["BENCH_SMALL_URL"]),
     "large": _database(os.environ.get("BENCH_LARGE_URL") or os.environ["BENCH_SMALL_URL"]),
 }
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # The JWT deny list: local memory for one row, Redis (when reachable) for another.
+    "shared": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+if os.environ.get("BENCH_REDIS_URL"):
+    CACHES["redis"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ["BENCH_REDIS_URL"],
+    }
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", "django_ratelimit.E003"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_PAGINATION_CLASS": None}
 LOGGING = {"version": 1, "disable_existing_loggers": True}
+# Long enough to outlast a run: the JWTs are minted once, before the rounds.
+API_TOKENS = {**API_TOKENS, "JWT_LIFETIME": "1h", "JWT_DENY_LIST_CACHE": "shared"}

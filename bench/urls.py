@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens_app.authentication import APITokenAuthentication
+from tokens_app.authentication import APITokenAuthentication, JWTAuthentication
 from tokens_app.models import APIToken
 from tokens_app.permissions import HasScope
 
@@ -48,9 +48,18 @@ class RoundTripView(FloorView):
         return Response({"ok": True})
 
 
+class JWTView(FloorView):
+    """tokens_app: a JWT minted from an API token, with the scope the view requires."""
+
+    authentication_classes = [JWTAuthentication]
+    permission_classes = [HasScope]
+    required_scopes = ["notes:read"]
+
+
 urlpatterns = [
     path("floor/", FloorView.as_view()),
     path("roundtrip/", RoundTripView.as_view()),
     path("authtoken/", AuthTokenView.as_view()),
     path("apitoken/", APITokenView.as_view()),
+    path("jwt/", JWTView.as_view()),
 ]

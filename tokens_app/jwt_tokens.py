@@ -252,6 +252,19 @@ def looks_like_jwt(value: str) -> bool:
     return value.count(".") == 2 and value.startswith("eyJ") and len(value) <= MAX_LENGTH
 
 
+def _unverified_header(raw: str) -> dict[str, Any]:
+    # Only to pick the key and refuse early; jwt.decode checks everything again. Parsed
+    # here because PyJWT's get_unverified_header decodes the whole token to read it.
+    segment = raw.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, TypeError):
+        raise InvalidJWT("malformed header") from None
+    if not isinstance(header, dict):
+        raise InvalidJWT("malformed header")
+    return header
+
+
 def verify(raw: str) -> JWTClaims:
     """Return the claims of the acceptable JWT *raw*; raise ``InvalidJWT`` otherwise.
 
@@ -261,10 +274,7 @@ def verify(raw: str) -> JWTClaims:
         raise InvalidJWT("malformed")
     conf = token_settings().jwt
     ring = keyring()
-    try:
-        header = jwt.get_unverified_header(raw)
-    except jwt.PyJWTError:
-        raise InvalidJWT("malformed header") from None
+    header = _unverified_header(raw)
     if header.get("alg") != ring.algorithm:
         raise InvalidJWT("algorithm not allowed")
     if str(header.get("typ", "")).lower() not in ACCEPTED_TYPES:
