@@ -127,6 +127,11 @@ def _jwt_settings(raw: dict[str, Any], problems: list[str]) -> JWTSettings:
     if not isinstance(extra, list | tuple) or not all(isinstance(k, str) and k for k in extra):
         problems.append("JWT_VERIFICATION_KEYS must be a list of keys (secrets or PEM)")
         extra = ()
+    elif algorithm == "HS256" and any(len(k) < MIN_JWT_SECRET_LENGTH for k in extra):
+        problems.append(
+            f"JWT_VERIFICATION_KEYS for HS256 must have at least {MIN_JWT_SECRET_LENGTH} "
+            "characters each"
+        )
     issuer = raw["JWT_ISSUER"]
     if not isinstance(issuer, str) or not issuer or not issuer.isprintable():
         problems.append("JWT_ISSUER must be a non-empty printable string")

@@ -265,10 +265,13 @@ def _unverified_header(raw: str) -> dict[str, Any]:
     return header
 
 
-def verify(raw: str) -> JWTClaims:
+def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
     """Return the claims of the acceptable JWT *raw*; raise ``InvalidJWT`` otherwise.
 
-    Raise ``denylist.DenyListUnavailable`` when revocations cannot be checked.
+    The audience must be this API's (the first of ``JWT_AUDIENCES``): the others are for
+    services that verify JWTs themselves. Introspection, which answers for those
+    services, accepts any of them (*any_audience*). Raise
+    ``denylist.DenyListUnavailable`` when revocations cannot be checked.
     """
     if not looks_like_jwt(raw):
         raise InvalidJWT("malformed")
@@ -287,7 +290,7 @@ def verify(raw: str) -> JWTClaims:
             raw,
             entry.key,
             algorithms=[ring.algorithm],
-            audience=list(conf.audiences),
+            audience=list(conf.audiences) if any_audience else conf.audiences[0],
             issuer=conf.issuer,
             leeway=timedelta(seconds=conf.leeway_seconds),
             options={"require": list(REQUIRED_CLAIMS)},

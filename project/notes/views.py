@@ -24,7 +24,8 @@ class NoteListView(generics.ListCreateAPIView[Note]):
         return own_notes(self.request)
 
     def perform_create(self, serializer: BaseSerializer[Note]) -> None:
-        serializer.save(owner=self.request.user)
+        # By id: with a JWT, request.user is built from the claims, not a User row.
+        serializer.save(owner_id=self.request.user.pk)
 
 
 class NoteDetailView(generics.RetrieveDestroyAPIView[Note]):

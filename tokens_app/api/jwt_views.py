@@ -90,7 +90,7 @@ def _describe_api_token(raw: str) -> dict[str, Any]:
 
 def _describe_jwt(raw: str) -> dict[str, Any]:
     try:
-        verified = jwt_tokens.verify(raw)
+        verified = jwt_tokens.verify(raw, any_audience=True)
     except jwt_tokens.InvalidJWT:
         return INACTIVE
     claims = verified.claims

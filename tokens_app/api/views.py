@@ -12,7 +12,7 @@ from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 from rest_framework import exceptions, generics, status
-from rest_framework.authentication import BaseAuthentication
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -28,6 +28,7 @@ from tokens_app.api.serializers import (
     TokenSerializer,
     UpdateTokenSerializer,
 )
+from tokens_app.authentication import APITokenAuthentication
 from tokens_app.client import client_ip
 from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
@@ -39,6 +40,12 @@ _FIELD_FOR = {
     "owner": "non_field_errors",
     "__all__": "non_field_errors",
 }
+
+
+#: Who may manage tokens: an API token (bounded by itself as parent) or a session. Never a
+#: JWT: it cannot be the parent of a new token, and a long-lived token minted from a
+#: five-minute JWT would escape both its lifetime and its scopes.
+TOKEN_MANAGERS: list[type[BaseAuthentication]] = [APITokenAuthentication, SessionAuthentication]
 
 
 class TokenPagination(PageNumberPagination):
@@ -72,6 +79,7 @@ def caller_token(request: Request) -> APIToken | None:
 class TokenListView(generics.ListAPIView[APIToken]):
     """``GET``: the caller's tokens (``?status=``, ``?all=true`` for managers); ``POST``: create."""
 
+    authentication_classes = TOKEN_MANAGERS
     serializer_class = TokenSerializer
     pagination_class = TokenPagination
     permission_classes = [HasScope]
@@ -135,6 +143,7 @@ def own_token(request: Request, key_id: str) -> APIToken:
 class TokenDetailView(APIView):
     """``GET`` one token, ``PATCH`` its name or description, ``DELETE`` to revoke it."""
 
+    authentication_classes = TOKEN_MANAGERS
     permission_classes = [HasScope]
     required_scopes = {"GET": READ, "PATCH": WRITE, "DELETE": WRITE}
 
@@ -167,6 +176,7 @@ class TokenDetailView(APIView):
 class TokenRotateView(APIView):
     """``POST``: a new secret for the same token, returned once."""
 
+    authentication_classes = TOKEN_MANAGERS
     permission_classes = [HasScope]
     required_scopes = {"POST": WRITE}
 
@@ -190,6 +200,7 @@ class TokenRotateView(APIView):
 class CurrentTokenView(APIView):
     """The token that authenticated this request: ``GET`` it, or ``DELETE`` to revoke it."""
 
+    authentication_classes = TOKEN_MANAGERS
     required_scopes = {"GET": READ}
 
     def get_permissions(self) -> list[BasePermission]:
