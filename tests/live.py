@@ -139,6 +139,21 @@ def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[s
     return env
 
 
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run ``manage.py`` in a process of its own with *env*; return its stdout, or fail."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def _wait_until_ready(server: LiveServer) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:

@@ -48,17 +48,7 @@ class Embedded:
         self.server: live.LiveServer | None = None
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        return live.manage(self.env, *args)
 
 
 @pytest.fixture(scope="module")

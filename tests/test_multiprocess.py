@@ -131,23 +131,11 @@ def test_concurrent_issuing_never_exceeds_the_active_token_limit(server, alice, 
 
 
 def test_revoke_by_command_in_another_process_takes_effect_at_once(server, alice, issue):
-    import subprocess
-    import sys
-
     issued = issue(alice, ["notes:read"])
     headers = authorization(issued.plaintext)
     assert server.request("GET", "/api/whoami/", headers=headers).status == 200
     env = live.server_env(live.session_database_url(), live.session_redis_url())
-    result = subprocess.run(
-        [sys.executable, "manage.py", "revoke_token", issued.token.key_id, "--reason", "cli"],
-        cwd=live.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    live.manage(env, "revoke_token", issued.token.key_id, "--reason", "cli")
     assert {server.request("GET", "/api/whoami/", headers=headers).status for _ in range(6)} == {
         401
     }
@@ -182,9 +170,6 @@ def test_redis_down_server_still_authenticates_and_refuses_exchanges(
 
 
 def test_jwts_of_a_token_revoked_by_command_are_refused_within_a_second(server, alice, issue):
-    import subprocess
-    import sys
-
     issued = issue(alice, ["notes:read"])
     minted = server.request(
         "POST", "/api/auth/jwt/", headers=authorization(issued.plaintext), payload={}
@@ -193,16 +178,7 @@ def test_jwts_of_a_token_revoked_by_command_are_refused_within_a_second(server, 
     access = authorization(minted.json()["access_token"])
     assert server.request("GET", "/api/whoami/", headers=access).json()["credential"] == "jwt"
     env = live.server_env(live.session_database_url(), live.session_redis_url())
-    result = subprocess.run(  # the deny list entry travels through Redis
-        [sys.executable, "manage.py", "revoke_token", issued.token.key_id],
-        cwd=live.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    live.manage(env, "revoke_token", issued.token.key_id)  # the deny list entry: via Redis
     revoked_at = time.monotonic()
     wait_for(
         lambda: server.request("GET", "/api/whoami/", headers=access).status == 401,

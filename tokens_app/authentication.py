@@ -55,17 +55,7 @@ class APITokenAuthentication(BaseAuthentication):
         try:
             token = services.authenticate(credential, ip=ip)
         except services.InvalidToken as failure:
-            logger.info(
-                "API token rejected: %s (key id %s, ip %s)",
-                failure.reason,
-                failure.key_id or "-",
-                ip or "-",
-            )
-            # Read by authenticate_header to add error="invalid_token" (RFC 6750).
-            setattr(request, _INVALID_FLAG, True)
-            raise exceptions.AuthenticationFailed(
-                _("Invalid token."), code="invalid_token"
-            ) from None
+            raise rejected(request, "API token", failure.reason, failure.key_id, ip) from None
         return token.owner, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -73,6 +63,19 @@ class APITokenAuthentication(BaseAuthentication):
         if getattr(request, _INVALID_FLAG, False):
             return f'Bearer realm="{realm}", error="invalid_token"'
         return f'Bearer realm="{realm}"'
+
+
+def rejected(
+    request: Request, credential: str, reason: str, key_id: str | None, ip: str | None
+) -> exceptions.AuthenticationFailed:
+    """Log why a credential was refused (by key id, never its secret); return the generic 401.
+
+    The request is flagged so ``authenticate_header`` adds ``error="invalid_token"``
+    (RFC 6750). One message for every reason: the client never learns which it was.
+    """
+    logger.info("%s rejected: %s (key id %s, ip %s)", credential, reason, key_id or "-", ip or "-")
+    setattr(request, _INVALID_FLAG, True)
+    return exceptions.AuthenticationFailed(_("Invalid token."), code="invalid_token")
 
 
 class JWTAuthentication(BaseAuthentication):
@@ -92,21 +95,13 @@ class JWTAuthentication(BaseAuthentication):
         value = value.strip()
         if scheme.lower() != self.keyword.lower() or not jwt_tokens.looks_like_jwt(value):
             return None
-        ip = client_ip(request._request)
         try:
             claims = jwt_tokens.verify(value)
             user = self.user_for(claims)
         except jwt_tokens.InvalidJWT as failure:
-            logger.info(
-                "JWT rejected: %s (key id %s, ip %s)",
-                failure.reason,
-                failure.key_id or "-",
-                ip or "-",
-            )
-            setattr(request, _INVALID_FLAG, True)
-            raise exceptions.AuthenticationFailed(
-                _("Invalid token."), code="invalid_token"
-            ) from None
+            # The client address is only needed for the log line (JWTs record no use).
+            ip = client_ip(request._request)
+            raise rejected(request, "JWT", failure.reason, failure.key_id, ip) from None
         except denylist.DenyListUnavailable:
             raise ServiceUnavailable from None
         return user, claims
