@@ -176,6 +176,13 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+
+# Expiry notices (manage.py notify_expiring_tokens) go through Django's email framework.
+# The console backend prints them, so the example project sends nothing anywhere.
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "tokens@example.com")
 USE_I18N = True
 USE_TZ = True
 

@@ -30,6 +30,8 @@ METADATA = {
     "last_used_at",
     "last_used_ip",
     "revoked_at",
+    "allowed_ips",
+    "rate_limit",
 }
 
 

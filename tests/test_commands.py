@@ -301,7 +301,7 @@ def test_issue_empty_expiry_value_fails_and_writes_nothing(alice, flag):
             argv("--expires-in=1d", "--expires-at=2030-02-01T00:00:00Z"),
             "argument --expires-at: not allowed with argument --expires-in",
         ),
-        ("revoke_token", [], "required: KEY_ID_OR_TOKEN"),
+        ("revoke_token", ["--bogus"], "unrecognized arguments: --bogus"),
         ("list_tokens", ["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

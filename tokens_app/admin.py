@@ -36,6 +36,7 @@ else:  # ModelAdmin is generic only in the type stubs
     _EventInlineBase = admin.TabularInline
 
 TEMPLATES = "admin/tokens_app/apitoken/"
+FROZEN_GUARDRAILS = ("allowed_ips", "rate_limit")
 _EVENT_FIELDS = ("created_at", "kind", "actor", "ip", "via", "detail")
 
 
@@ -146,11 +147,15 @@ class APITokenAdmin(_TokenAdminBase):
         form.actor = request.user  # why: the service's rules depend on who changes what
         if not services.can_manage_all(request.user) or (obj and obj.revoked_at):
             form.base_fields.pop("scopes", None)  # only managers change scopes, never when revoked
+        if obj and obj.revoked_at:
+            for guardrail in FROZEN_GUARDRAILS:
+                form.base_fields.pop(guardrail, None)
         return form
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is not None and obj.revoked_at is not None:
-            return (*self.readonly_fields, "name", "description")  # a revoked token is frozen
+            # A revoked token is frozen.
+            return (*self.readonly_fields, "name", "description", *FROZEN_GUARDRAILS)
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: APIToken, form: Any, change: bool) -> None:
@@ -188,6 +193,8 @@ class APITokenAdmin(_TokenAdminBase):
                     name=form.cleaned_data["name"],
                     description=form.cleaned_data["description"],
                     scopes=form.cleaned_data["scopes"],
+                    allowed_ips=form.cleaned_data["allowed_ips"],
+                    rate_limit=form.cleaned_data["rate_limit"],
                     actor=request.user,
                     ip=client_ip(request),
                     via="admin",
@@ -232,7 +239,12 @@ class APITokenAdmin(_TokenAdminBase):
             self.admin_site.admin_view(self.revoke_view),
             name="tokens_app_apitoken_revoke",
         )
-        return [revoke, *super().get_urls()]
+        revoke_all = path(
+            "revoke-all/<path:owner_id>/",
+            self.admin_site.admin_view(self.revoke_all_view),
+            name="tokens_app_apitoken_revoke_all",
+        )
+        return [revoke_all, revoke, *super().get_urls()]
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         token = self._visible_or_404(request, object_id)
@@ -247,6 +259,70 @@ class APITokenAdmin(_TokenAdminBase):
                 reverse("admin:tokens_app_apitoken_change", args=[token.pk])
             )
         return self._revoke_confirmation(request, [token], form, action=None)
+
+    # --- revoking every token of one owner ---------------------------------------------
+
+    def owner_filter_parameter(self) -> str:
+        """The changelist's query parameter that filters by owner (``owner__id__exact``)."""
+        return f"owner__{get_user_model()._meta.pk.name}__exact"
+
+    def _manageable_owner(self, request: HttpRequest, owner_id: str) -> Any:
+        # Why: the same 404 for a missing user and one whose tokens the actor may not manage.
+        users = get_user_model()._default_manager
+        try:
+            owner = users.get(pk=unquote(owner_id))
+        except (users.model.DoesNotExist, ValueError, ValidationError):
+            raise Http404 from None
+        if not services.may_issue_for(request.user, owner):
+            raise Http404
+        return owner
+
+    def revoke_all_view(self, request: HttpRequest, owner_id: str) -> HttpResponse:
+        """Confirm, then revoke every token of one owner (a compromised account's first step)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        owner = self._manageable_owner(request, owner_id)
+        form = RevokeForm(request.POST or None)
+        changelist = reverse("admin:tokens_app_apitoken_changelist")
+        back = f"{changelist}?{self.owner_filter_parameter()}={owner.pk}"
+        if request.method == "POST" and form.is_valid():
+            count = services.revoke_all_tokens(
+                owner,
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+                ip=client_ip(request),
+                via="admin",
+            )
+            messages.success(
+                request,
+                ngettext(
+                    "Revoked %(count)d token of %(owner)s.",
+                    "Revoked %(count)d tokens of %(owner)s.",
+                    count,
+                )
+                % {"count": count, "owner": owner.get_username()},
+            )
+            return HttpResponseRedirect(back)
+        pending = services.tokens_for(owner).filter(revoked_at__isnull=True)
+        return self._render(
+            request,
+            "revoke_all_confirmation.html",
+            _("Revoke every token of %(owner)s") % {"owner": owner.get_username()},
+            owner=owner,
+            tokens=list(pending),
+            form=form,
+            back=back,
+        )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        # Why: filtered by one owner, the list offers "revoke all" for that owner.
+        owner_id = request.GET.get(self.owner_filter_parameter())
+        context = dict(extra_context or {})
+        if owner_id and self.has_change_permission(request):
+            context["revoke_all_url"] = reverse(
+                "admin:tokens_app_apitoken_revoke_all", args=[owner_id]
+            )
+        return super().changelist_view(request, context)
 
     def _revoke(self, request: HttpRequest, tokens: Iterable[APIToken], form: RevokeForm) -> int:
         return services.revoke_tokens(

@@ -11,7 +11,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from tokens_app import denylist, jwt_tokens, services
-from tokens_app.client import client_ip
+from tokens_app.client import client_ip, ip_allowed
 from tokens_app.conf import token_settings
 from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken
@@ -56,6 +56,7 @@ class APITokenAuthentication(BaseAuthentication):
             token = services.authenticate(credential, ip=ip)
         except services.InvalidToken as failure:
             raise rejected(request, "API token", failure.reason, failure.key_id, ip) from None
+        enforce_rate(request, token.key_id, services.token_rate(token))
         return token.owner, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -63,6 +64,19 @@ class APITokenAuthentication(BaseAuthentication):
         if getattr(request, _INVALID_FLAG, False):
             return f'Bearer realm="{realm}", error="invalid_token"'
         return f'Bearer realm="{realm}"'
+
+
+def enforce_rate(request: Request, key_id: str, rate: str | None) -> None:
+    """Count this request against the token's rate: over it is a 429 with ``Retry-After``.
+
+    A limiter that cannot count is a 503 (fail closed), never a pass.
+    """
+    try:
+        services.count_token_request(request._request, key_id, rate)
+    except services.TooManyAttempts as limited:
+        raise exceptions.Throttled(wait=limited.retry_after) from None
+    except services.RateLimiterUnavailable:
+        raise ServiceUnavailable from None
 
 
 def rejected(
@@ -97,6 +111,7 @@ class JWTAuthentication(BaseAuthentication):
             return None
         try:
             claims = jwt_tokens.verify(value)
+            self.check_address(request, claims)
             user = self.user_for(claims)
         except jwt_tokens.InvalidJWT as failure:
             # The client address is only needed for the log line (JWTs record no use).
@@ -104,7 +119,13 @@ class JWTAuthentication(BaseAuthentication):
             raise rejected(request, "JWT", failure.reason, failure.key_id, ip) from None
         except denylist.DenyListUnavailable:
             raise ServiceUnavailable from None
+        enforce_rate(request, claims.key_id, claims.rate_limit)
         return user, claims
+
+    def check_address(self, request: Request, claims: jwt_tokens.JWTClaims) -> None:
+        """A JWT minted from an IP-restricted token carries its networks, and obeys them."""
+        if claims.allowed_ips and not ip_allowed(client_ip(request._request), claims.allowed_ips):
+            raise jwt_tokens.InvalidJWT("address not allowed", claims.key_id)
 
     def user_for(self, claims: jwt_tokens.JWTClaims) -> Any:
         """The user of *claims*: from the claims, or loaded when ``JWT_LOAD_USER`` is set."""

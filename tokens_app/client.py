@@ -1,7 +1,13 @@
-"""Where a request comes from: the one helper every IP-based rule uses (audit, rate limits)."""
+"""Where a request comes from: the one helper every IP-based rule uses.
+
+Audit events, ``last_used_ip``, the password-exchange limiter and the per-token IP
+allow-list all read the client's address through :func:`client_ip`, so a forged
+``X-Forwarded-For`` is ignored by every one of them alike.
+"""
 
 import functools
 import ipaddress
+from collections.abc import Sequence
 
 from django.http import HttpRequest
 
@@ -19,7 +25,7 @@ def _address(text: str) -> Address | None:
         return None
 
 
-def _trusted(address: Address, proxies: tuple[IPNetwork, ...]) -> bool:
+def _within(address: Address, proxies: tuple[IPNetwork, ...]) -> bool:
     return any(address.version == net.version and address in net for net in proxies)
 
 
@@ -33,7 +39,7 @@ def client_ip(request: HttpRequest) -> str | None:
     """
     peer = _address(request.META.get("REMOTE_ADDR", ""))
     proxies = token_settings().trusted_proxies
-    if peer is None or not _trusted(peer, proxies):
+    if peer is None or not _within(peer, proxies):
         return str(peer) if peer else None
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     hops = [hop for hop in forwarded.split(",") if hop.strip()]
@@ -41,6 +47,32 @@ def client_ip(request: HttpRequest) -> str | None:
         address = _address(hop)
         if address is None:
             return None  # a garbled chain: no address is better than a forged one
-        if not _trusted(address, proxies):
+        if not _within(address, proxies):
             return str(address)
     return str(peer)
+
+
+@functools.lru_cache(maxsize=1024)
+def _allowed_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    # Memoised: a restricted token presents the same list on every request.
+    return tuple(ipaddress.ip_network(entry) for entry in entries)
+
+
+def ip_allowed(ip: str | None, allowed: Sequence[str]) -> bool:
+    """Return whether a request from *ip* may use a token restricted to *allowed*.
+
+    An empty list allows every address. Otherwise an unknown address, or a stored
+    list that cannot be read, allows nothing (fail closed). An IPv4-mapped IPv6
+    peer (``::ffff:10.0.0.1``) counts as its IPv4 address.
+    """
+    if not allowed:
+        return True
+    address = _address(ip) if ip else None
+    if address is None:
+        return False
+    try:
+        networks = _allowed_networks(tuple(allowed))
+    except (TypeError, ValueError):
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return _within(address, networks) or (mapped is not None and _within(mapped, networks))

@@ -26,7 +26,8 @@ from tokens_app.durations import parse_duration
 
 HASHERS = ("hmac-sha256", "argon2")
 #: django-ratelimit's rate syntax: a count, then a period such as ``15m`` or ``h``.
-RATE_PATTERN = re.compile(r"[1-9][0-9]*/[1-9]?[0-9]*[smhd]")
+RATE_PATTERN = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,5})?([smhd])")
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_HASH_KEY_LENGTH = 32
 
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "LAST_USED_INTERVAL": "5m",
     "MAX_ROTATION_GRACE": "1d",
     "PASSWORD_EXCHANGE_RATE": "5/15m",
+    "DEFAULT_TOKEN_RATE": None,
     "TRUSTED_PROXIES": [],
     "HASHER": "hmac-sha256",
     "HASH_KEY": None,
@@ -78,6 +80,8 @@ class TokenSettings:
     last_used_interval: timedelta
     max_rotation_grace: timedelta
     password_exchange_rate: str
+    #: Rate for tokens that set none (``None``: such tokens are not limited).
+    default_token_rate: str | None
     trusted_proxies: tuple[IPNetwork, ...]
     hasher: str
     hash_key: bytes
@@ -184,6 +188,19 @@ def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: 
         return None
 
 
+def parse_rate(rate: Any) -> tuple[int, int] | None:
+    """Return ``(count, seconds)`` for a django-ratelimit rate such as ``1000/h``, else ``None``.
+
+    The one reading of the rate syntax: settings, token fields and the limiter agree on it.
+    A zero count or period is refused (django-ratelimit would divide by it).
+    """
+    match = RATE_PATTERN.fullmatch(rate) if isinstance(rate, str) else None
+    if match is None:
+        return None
+    count, multiple, unit = match.groups()
+    return int(count), int(multiple or 1) * _PERIOD_SECONDS[unit]
+
+
 def _derive_hash_key(secret_key: str) -> bytes:
     # Domain-separated, so the hash key is never SECRET_KEY itself.
     return hmac.new(secret_key.encode(), b"tokens_app.hash-key.v1", hashlib.sha256).digest()
@@ -286,8 +303,11 @@ def load(
     last_used_interval = _duration(raw, "LAST_USED_INTERVAL", problems, optional=False)
     max_rotation_grace = _duration(raw, "MAX_ROTATION_GRACE", problems, optional=False)
     rate = raw["PASSWORD_EXCHANGE_RATE"]
-    if not isinstance(rate, str) or not RATE_PATTERN.fullmatch(rate):
+    if parse_rate(rate) is None:
         problems.append("PASSWORD_EXCHANGE_RATE must look like '5/15m' (count/[n]s|m|h|d)")
+    token_rate = raw["DEFAULT_TOKEN_RATE"]
+    if token_rate is not None and parse_rate(token_rate) is None:
+        problems.append("DEFAULT_TOKEN_RATE must be None or look like '1000/h' (count/[n]s|m|h|d)")
     trusted_proxies = _networks(raw["TRUSTED_PROXIES"], problems)
     allow_non_expiring = _flag(raw, "ALLOW_NON_EXPIRING", problems)
     if default_lifetime is None and not allow_non_expiring and raw["DEFAULT_LIFETIME"] is None:
@@ -320,6 +340,7 @@ def load(
         last_used_interval=last_used_interval,
         max_rotation_grace=max_rotation_grace,
         password_exchange_rate=rate,
+        default_token_rate=token_rate,
         trusted_proxies=trusted_proxies,
         hasher=raw["HASHER"],
         hash_key=hash_key,

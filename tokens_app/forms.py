@@ -28,7 +28,30 @@ _FIELD_FOR = {
     "name": "name",
     "description": "description",
     "scopes": "scopes",
+    "allowed_ips": "allowed_ips",
+    "rate_limit": "rate_limit",
 }
+
+
+def allowed_ips_field() -> forms.CharField:
+    return forms.CharField(
+        label=_("Allowed IP addresses"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_(
+            "Addresses or CIDR networks (IPv4 or IPv6), one per line, that the token works "
+            "from, e.g. 203.0.113.0/24 or 2001:db8::/32. Empty: anywhere."
+        ),
+    )
+
+
+def rate_limit_field() -> forms.CharField:
+    return forms.CharField(
+        label=_("Rate limit"),
+        required=False,
+        max_length=32,
+        help_text=_("Requests per period, such as 1000/h or 10/s. Empty: the configured default."),
+    )
 
 
 def scope_choices(holder: Any) -> list[tuple[str, str]]:
@@ -67,6 +90,8 @@ class IssueTokenForm(forms.Form):
         help_text=_("Used when “Custom date” is chosen."),
         widget=widgets.AdminSplitDateTime,
     )
+    allowed_ips = allowed_ips_field()
+    rate_limit = rate_limit_field()
 
     def __init__(self, *args: Any, actor: Any, admin_site: AdminSite, owner: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -118,6 +143,8 @@ class TokenChangeForm(_TokenModelForm):
     scopes = forms.MultipleChoiceField(
         label=_("Scopes"), widget=forms.CheckboxSelectMultiple, required=False
     )
+    allowed_ips = allowed_ips_field()
+    rate_limit = rate_limit_field()
 
     class Meta:
         model = APIToken
@@ -134,11 +161,16 @@ class TokenChangeForm(_TokenModelForm):
             field = cast(forms.MultipleChoiceField, self.fields["scopes"])
             field.choices = scope_choices(self.instance.owner)
             self.initial["scopes"] = list(self.instance.scopes)
+        self.initial["allowed_ips"] = "\n".join(self.stored.allowed_ips)
+        self.initial["rate_limit"] = self.stored.rate_limit
 
     def update_arguments(self) -> dict[str, Any]:
         """Return the keyword arguments for ``services.update_token``."""
         data = self.cleaned_data
         arguments = {"name": data.get("name"), "description": data.get("description")}
+        for guardrail in ("allowed_ips", "rate_limit"):
+            if guardrail in self.fields:  # gone from the form of a revoked token
+                arguments[guardrail] = data.get(guardrail, "")
         if "scopes" in self.fields:
             arguments["scopes"] = data.get("scopes", [])
         return arguments

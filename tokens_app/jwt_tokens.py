@@ -31,6 +31,7 @@ from django.utils.translation import gettext_lazy as _
 from tokens_app import clock, denylist
 from tokens_app.conf import cached_until_settings_change, token_settings
 from tokens_app.models import APIToken
+from tokens_app.services.credentials import token_rate
 
 TYPE = "at+jwt"
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -208,6 +209,12 @@ def mint(token: APIToken, *, scope: str | None = None, audience: str | None = No
         "client_id": token.key_id,
         "username": token.owner.get_username(),
     }
+    # The parent's guardrails travel with the JWT, which is verified without its row.
+    if token.allowed_ips:
+        claims["allowed_ips"] = list(token.allowed_ips)
+    rate = token_rate(token)
+    if rate:
+        claims["rate_limit"] = rate
     headers = {"typ": TYPE, "kid": ring.signing_kid}
     encoded = jwt.encode(claims, ring.signing_key, algorithm=ring.algorithm, headers=headers)
     return MintedJWT(encoded, _epoch(expires) - _epoch(now), scope_claim)
@@ -241,6 +248,18 @@ class JWTClaims:
     @property
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(int(self.claims["exp"]), tz=UTC)
+
+    @property
+    def allowed_ips(self) -> list[str]:
+        """The parent token's IP allow-list at minting (``[]``: anywhere)."""
+        value = self.claims.get("allowed_ips", [])
+        return value if isinstance(value, list) else ["invalid"]  # unreadable: allows nothing
+
+    @property
+    def rate_limit(self) -> str | None:
+        """The parent token's rate at minting; its JWTs share the token's budget."""
+        value = self.claims.get("rate_limit")
+        return value if isinstance(value, str) and value else None
 
     @property
     def subject(self) -> str:

@@ -126,6 +126,19 @@ class APIToken(models.Model):
     revoke_reason = models.CharField(_("revoke reason"), max_length=200, blank=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(_("last used IP"), null=True, blank=True)
+    # Guardrails; they travel with the row that authentication already fetches (no extra SQL).
+    allowed_ips = models.JSONField(
+        _("allowed IP addresses"),
+        default=list,
+        blank=True,
+        help_text=_("Networks (CIDR) the token works from; empty means anywhere."),
+    )
+    rate_limit = models.CharField(
+        _("rate limit"),
+        max_length=32,
+        blank=True,
+        help_text=_("Requests per period, such as 1000/h; empty means the configured default."),
+    )
 
     objects = APITokenQuerySet.as_manager()
 
@@ -173,6 +186,7 @@ class TokenEvent(models.Model):
         REVOKED = "revoked", _("Revoked")
         ROTATED = "rotated", _("Rotated")
         UPDATED = "updated", _("Updated")
+        EXPIRY_NOTICE = "expiry_notice", _("Expiry notice sent")
 
     token = models.ForeignKey(
         APIToken,

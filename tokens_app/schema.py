@@ -25,6 +25,7 @@ from tokens_app.api.serializers import (
     CreateTokenSerializer,
     IssuedTokenSerializer,
     PasswordExchangeSerializer,
+    RevokeAllSerializer,
     RotateTokenSerializer,
     TokenSerializer,
     UpdateTokenSerializer,
@@ -57,13 +58,25 @@ VALIDATION_ERROR = OpenApiResponse(
 ERROR_RESPONSES = {
     "400": VALIDATION_ERROR,
     "401": OpenApiResponse(
-        APIErrorSerializer, description="No credentials, or an invalid, expired or revoked token."
+        APIErrorSerializer,
+        description=(
+            "No credentials, or an invalid, expired or revoked token, or one used from "
+            "outside its IP allow-list."
+        ),
     ),
     "403": OpenApiResponse(
         ScopeErrorSerializer, description="The credential lacks a required scope or permission."
     ),
     "404": OpenApiResponse(
         APIErrorSerializer, description="Not found (or not yours: both answer the same)."
+    ),
+    "415": OpenApiResponse(
+        APIErrorSerializer,
+        description="The body's media type is not one this endpoint reads (JSON, form, multipart).",
+    ),
+    "429": OpenApiResponse(
+        APIErrorSerializer,
+        description="The token's own rate limit is spent: retry after `Retry-After` seconds.",
     ),
 }
 
@@ -143,9 +156,11 @@ class ScopedAutoSchema(AutoSchema):
 
     def error_codes(self) -> list[str]:
         """Return the error statuses this operation can answer, beyond what it declares."""
-        codes = [] if self.is_public() else ["401", "403"]
+        codes = [] if self.is_public() else ["401", "403", "429"]
         if self.method in BODY_METHODS or self.has_query_parameters():
             codes.append("400")
+        if self.method in BODY_METHODS:
+            codes.append("415")
         if "{" in self.path or (self.method == "GET" and self._is_list_view()):
             codes.append("404")  # unknown ids, and pages past the end of a list
         return codes
@@ -243,6 +258,23 @@ class CurrentTokenSchema(OpenApiViewExtension):
             self,
             get=extend_schema(responses={200: TokenSerializer, 400: NOT_A_TOKEN}),
             delete=extend_schema(responses={204: None, 400: NOT_A_TOKEN}),
+        )
+
+
+class RevokeAllSchema(OpenApiViewExtension):
+    """``/api/tokens/revoke-all/``: every token of the caller, and how many were revoked."""
+
+    target_class = "tokens_app.api.views.RevokeAllView"
+
+    def view_replacement(self) -> type[APIView]:
+        return _documented(
+            self,
+            post=extend_schema(
+                request=RevokeAllSerializer,
+                responses={
+                    200: inline_serializer("RevokedCount", {"revoked": serializers.IntegerField()})
+                },
+            ),
         )
 
 

@@ -3,6 +3,7 @@
 Called only by ``services``; kept apart so ``services`` reads as the list of operations.
 """
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -11,13 +12,15 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 
 from tokens_app import scopes
-from tokens_app.conf import token_settings
+from tokens_app.conf import IPNetwork, parse_rate, token_settings
 from tokens_app.durations import format_duration
 from tokens_app.models import APIToken
 
 NAME_PATTERN = re.compile(r"^\w[\w .:@+/-]*$")
 MAX_NAME_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 1000
+MAX_ALLOWED_IPS = 100
+_ENTRY_SEPARATORS = re.compile(r"[\s,]+")
 
 Errors = dict[str, list[Any]]
 
@@ -137,3 +140,124 @@ def resolve_expiry(
             _("A token cannot outlive the token that creates it.")
         )
     return expires_at
+
+
+# --- guardrails: IP allow-list and rate limit -------------------------------------------
+
+
+def _network(entry: str) -> IPNetwork | str:
+    """Return the network *entry* names, or the message saying why it names none."""
+    try:
+        return ipaddress.ip_network(entry)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return _("%(entry)s is not an IP address or CIDR network.") % {"entry": entry[:60]}
+    # A typo such as 10.0.0.5/8 would open a whole network: say so, do not guess.
+    return _("%(entry)s has host bits set: did you mean %(network)s?") % {
+        "entry": entry,
+        "network": loose,
+    }
+
+
+def _entries(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [part for part in _ENTRY_SEPARATORS.split(value) if part]
+    if isinstance(value, list | tuple) and all(isinstance(entry, str) for entry in value):
+        return [entry.strip() for entry in value if entry.strip()]
+    return None
+
+
+def _parent_networks(parent: APIToken | None) -> list[IPNetwork]:
+    return [ipaddress.ip_network(entry) for entry in (parent.allowed_ips if parent else [])]
+
+
+def clean_allowed_ips(value: Any, parent: APIToken | None, errors: Errors) -> list[str]:
+    """Return the normalised allow-list (``[]``: anywhere) for *value*, a list or a text.
+
+    A token created or changed by a restricted token stays within that token's
+    networks: by default it inherits them, and it can only narrow them.
+    """
+    entries = _entries(value)
+    if entries is None:
+        errors.setdefault("allowed_ips", []).append(_("Give a list of addresses or networks."))
+        return []
+    problems: list[Any] = []
+    networks: set[IPNetwork] = set()
+    for entry in entries:
+        found = _network(entry)
+        if isinstance(found, str):
+            problems.append(found)
+        else:
+            networks.add(found)
+    if len(networks) > MAX_ALLOWED_IPS:
+        problems.append(_("Give at most %(max)d networks.") % {"max": MAX_ALLOWED_IPS})
+    bounds = _parent_networks(parent)
+    if bounds and not problems:
+        if not networks:
+            networks = set(bounds)  # inherited: a restricted token cannot mint an open one
+        outside = [
+            str(net)
+            for net in networks
+            if not any(net.version == b.version and net.subnet_of(b) for b in bounds)  # type: ignore[arg-type]
+        ]
+        if outside:
+            problems.append(
+                _("A token cannot allow networks its parent token does not: %(networks)s.")
+                % {"networks": ", ".join(sorted(outside))}
+            )
+    if problems:
+        errors.setdefault("allowed_ips", []).extend(problems)
+        return []
+    return [str(net) for net in sorted(networks, key=lambda net: (net.version, net))]
+
+
+def _per_second(rate: str) -> float:
+    count, seconds = parse_rate(rate) or (0, 1)
+    return count / seconds
+
+
+def rate_ceiling(actor: Any, parent: APIToken | None) -> str | None:
+    """The loosest rate *actor* may give a token (``None``: any), and the one rule for it.
+
+    A token made or changed by a token is never looser than that token's rate. Apart
+    from that, whoever manages every token (and code or a command, *actor* ``None``)
+    may set any rate; owners may only tighten ``DEFAULT_TOKEN_RATE``.
+    """
+    from tokens_app.services.access import can_manage_all  # validation sits under services
+
+    default = token_settings().default_token_rate
+    if parent is not None and (parent.rate_limit or default):
+        return parent.rate_limit or default
+    if actor is None or can_manage_all(actor):
+        return None
+    return default
+
+
+def clean_rate_limit(value: Any, actor: Any, parent: APIToken | None, errors: Errors) -> str:
+    """Return the token's own rate (``""``: the default applies) for *value*."""
+    text = value.strip() if isinstance(value, str) else value
+    if text in ("", None):
+        text = ""
+    elif parse_rate(text) is None:
+        errors.setdefault("rate_limit", []).append(
+            _(
+                "Give a rate such as 1000/h: a count, a slash and a period "
+                "(s, m, h or d, optionally with a number, as in 15m)."
+            )
+        )
+        return ""
+    ceiling = rate_ceiling(actor, parent)
+    if ceiling is None:
+        return str(text)
+    if text == "" and parent is not None:
+        return ceiling  # inherited from the parent token, like its networks
+    effective = text or token_settings().default_token_rate or ceiling
+    if _per_second(effective) > _per_second(ceiling):
+        errors.setdefault("rate_limit", []).append(
+            _("The rate may be at most %(max)s.") % {"max": ceiling}
+        )
+        return ""
+    return str(text)

@@ -33,6 +33,8 @@ class TokenSerializer(serializers.Serializer[APIToken]):
     last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
     last_used_ip = serializers.IPAddressField(read_only=True, allow_null=True)
     revoked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    allowed_ips = serializers.ListField(child=serializers.CharField(), read_only=True)
+    rate_limit = serializers.CharField(read_only=True)
 
     def get_status(self, token: APIToken) -> str:
         return token.status(clock.now()).value
@@ -51,12 +53,32 @@ class IssuedTokenSerializer(TokenSerializer):
         return {**super().to_representation(instance.token), "token": instance.plaintext}
 
 
+def allowed_ips_field() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        max_length=100,
+        required=False,
+        help_text=_("Addresses or CIDR networks the token works from; empty: anywhere."),
+    )
+
+
+def rate_limit_field() -> serializers.CharField:
+    return serializers.CharField(
+        max_length=32,
+        required=False,
+        allow_blank=True,
+        help_text=_("Requests per period, such as 1000/h; empty: the configured default."),
+    )
+
+
 class CreateTokenSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     scopes = serializers.ListField(child=serializers.CharField(max_length=64), max_length=50)
     expires_in_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
     expires_at = serializers.DateTimeField(required=False)
+    allowed_ips = allowed_ips_field()
+    rate_limit = rate_limit_field()
 
 
 class PasswordExchangeSerializer(CreateTokenSerializer):
@@ -71,6 +93,12 @@ class PasswordExchangeSerializer(CreateTokenSerializer):
 class UpdateTokenSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    allowed_ips = allowed_ips_field()
+    rate_limit = rate_limit_field()
+
+
+class RevokeAllSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
 class RotateTokenSerializer(StrictSerializer):

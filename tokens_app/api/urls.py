@@ -9,6 +9,7 @@ app_name = "tokens_api"
 urlpatterns = [
     path("tokens/", views.TokenListView.as_view(), name="token-list"),
     path("tokens/current/", views.CurrentTokenView.as_view(), name="token-current"),
+    path("tokens/revoke-all/", views.RevokeAllView.as_view(), name="token-revoke-all"),
     # Any id, even one with a slash, reaches the views, which answer one uniform 404.
     re_path(
         r"^tokens/(?P<key_id>.+)/rotate/$", views.TokenRotateView.as_view(), name="token-rotate"

@@ -24,6 +24,7 @@ from tokens_app.api.serializers import (
     CreateTokenSerializer,
     IssuedTokenSerializer,
     PasswordExchangeSerializer,
+    RevokeAllSerializer,
     RotateTokenSerializer,
     TokenSerializer,
     UpdateTokenSerializer,
@@ -119,6 +120,8 @@ class TokenListView(generics.ListAPIView[APIToken]):
                 description=data.get("description", ""),
                 expires_at=data.get("expires_at"),
                 expires_in=timedelta(days=days) if days else None,
+                allowed_ips=data.get("allowed_ips", ()),
+                rate_limit=data.get("rate_limit", ""),
                 actor=request.user,
                 ip=client_ip(request),
                 via="api",
@@ -158,6 +161,7 @@ class TokenDetailView(APIView):
             services.update_token(
                 token,
                 actor=request.user,
+                parent=caller_token(request),
                 ip=client_ip(request),
                 via="api",
                 **serializer.validated_data,
@@ -195,6 +199,32 @@ class TokenRotateView(APIView):
         except ServiceError as error:
             raise service_error(error) from None
         return issued_response(issued, status.HTTP_200_OK)
+
+
+class RevokeAllView(APIView):
+    """``POST``: revoke every token of the caller at once (a compromised account's first step).
+
+    The token making the request is revoked too; the answer says how many were.
+    """
+
+    authentication_classes = TOKEN_MANAGERS
+    permission_classes = [HasScope]
+    required_scopes = {"POST": WRITE}
+
+    def post(self, request: Request) -> Response:
+        serializer = RevokeAllSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            revoked = services.revoke_all_tokens(
+                request.user,
+                actor=request.user,
+                reason=serializer.validated_data.get("reason", ""),
+                ip=client_ip(request),
+                via="api",
+            )
+        except ServiceError as error:
+            raise service_error(error) from None
+        return Response({"revoked": revoked})
 
 
 class CurrentTokenView(APIView):

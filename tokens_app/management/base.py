@@ -61,6 +61,8 @@ def token_as_dict(token: APIToken) -> dict[str, Any]:
         "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
         "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
         "last_used_ip": token.last_used_ip,
+        "allowed_ips": list(token.allowed_ips),
+        "rate_limit": token.rate_limit or None,
     }
 
 

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
 from tokens_app import clock, hashing, keys
-from tokens_app.client import client_ip
+from tokens_app.client import client_ip, ip_allowed
 from tokens_app.conf import token_settings
 from tokens_app.lookup import find_token_with_owner
 from tokens_app.models import APIToken, TokenStatus
@@ -48,7 +48,8 @@ def authenticate(raw: str, *, ip: str | None = None, touch: bool = True) -> APIT
 
     Malformed input fails before any query; a well-formed one costs one query
     (token joined with owner). Unknown ids run a dummy verification so they
-    cost what a wrong secret costs. Besides the rare hash upgrade, the only
+    cost what a wrong secret costs. A token with an IP allow-list works only
+    from *ip* within it (the same failure as any other). Besides the rare hash upgrade, the only
     write is the ``last_used`` stamp, at most once per configured interval.
     """
     parsed = keys.parse(raw, token_settings().prefix)
@@ -69,6 +70,8 @@ def authenticate(raw: str, *, ip: str | None = None, touch: bool = True) -> APIT
     status = token.status(now)
     if status is not TokenStatus.ACTIVE:
         raise InvalidToken(status.value, token.key_id)
+    if not ip_allowed(ip, token.allowed_ips):
+        raise InvalidToken("address not allowed", token.key_id)
     if upgraded:
         APIToken.objects.filter(pk=token.pk, secret_hash=token.secret_hash).update(
             secret_hash=upgraded
@@ -85,7 +88,7 @@ PASSWORD_RATE_GROUP = "tokens_app.password-exchange"  # noqa: S105 — a cache k
 
 
 class TooManyAttempts(Exception):  # noqa: N818 — reads better at the raise sites
-    """Password attempts over the configured rate; ``retry_after`` is in seconds."""
+    """Attempts (passwords, or one token's requests) over their rate; ``retry_after`` in seconds."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(retry_after)
@@ -151,3 +154,28 @@ def check_password(request: HttpRequest, username: str, password: str) -> Any:
     """
     user = django_authenticate(request, username=username, password=password)
     return user if user is not None and getattr(user, "is_active", False) else None
+
+
+# --- per-token rate limit ---------------------------------------------------------------
+
+TOKEN_RATE_GROUP = "tokens_app.token"  # noqa: S105 — a cache key prefix
+
+
+def token_rate(token: APIToken) -> str | None:
+    """The rate *token* is held to: its own, else ``DEFAULT_TOKEN_RATE`` (``None``: none)."""
+    return token.rate_limit or token_settings().default_token_rate
+
+
+def count_token_request(request: HttpRequest, key_id: str, rate: str | None) -> None:
+    """Count one authenticated request of the token *key_id*; raise when over *rate*.
+
+    Keyed by key id, so every process, and the token's JWTs, share one budget. Only
+    requests that authenticated count: a wrong secret cannot spend a token's budget.
+    No rate, no cost. A cache that cannot count raises ``RateLimiterUnavailable``.
+    """
+    if not rate:
+        return
+    usage = _usage(request, TOKEN_RATE_GROUP, lambda group, req: key_id, rate)
+    if usage is not None and usage["should_limit"]:
+        logger.warning("Token rate limit %s exceeded (key id %s)", rate, key_id)
+        raise TooManyAttempts(max(int(usage["time_left"]), 1))

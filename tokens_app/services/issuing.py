@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -106,6 +106,18 @@ def _insert_with_fresh_key_id(token: APIToken) -> str:
     raise IntegrityError("could not find a free key id")
 
 
+def _issued_detail(token: APIToken) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "scopes": token.scopes,
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+    }
+    if token.allowed_ips:
+        detail["allowed_ips"] = token.allowed_ips
+    if token.rate_limit:
+        detail["rate_limit"] = token.rate_limit
+    return detail
+
+
 def issue_token(
     owner: Any,
     *,
@@ -119,13 +131,17 @@ def issue_token(
     ip: str | None = None,
     via: str = "",
     parent: APIToken | None = None,
+    allowed_ips: Iterable[str] | str = (),
+    rate_limit: str = "",
 ) -> IssuedToken:
     """Issue a token for *owner*; the one issuing path (admin, API and commands call it).
 
     Without an expiry the configured default lifetime applies. *parent* is the
     token the request authenticated with, if any: the new token can hold no
-    scope and outlive no date that the parent cannot. Raise ``ValidationError``
-    (keyed by field) and write nothing when any rule is broken.
+    scope, outlive no date, reach no network and go no faster than the parent can.
+    *allowed_ips* (addresses or CIDR networks; empty: anywhere) and *rate_limit*
+    (such as ``1000/h``; empty: ``DEFAULT_TOKEN_RATE``) are the token's guardrails.
+    Raise ``ValidationError`` (keyed by field) and write nothing when any rule is broken.
     """
     now = clock.now()
     errors: dict[str, list[Any]] = {}
@@ -136,6 +152,8 @@ def issue_token(
     clean_name = validation.clean_name(name, errors)
     clean_description = validation.clean_description(description, errors)
     scope_names = validation.clean_scopes(owner, scopes, parent, errors)
+    networks = validation.clean_allowed_ips(allowed_ips, parent, errors)
+    rate = validation.clean_rate_limit(rate_limit, actor, parent, errors)
     expiry = validation.resolve_expiry(now, expires_at, expires_in, never_expires, parent, errors)
     if errors:
         raise ValidationError(errors)
@@ -144,6 +162,8 @@ def issue_token(
         name=clean_name,
         description=clean_description,
         scopes=scope_names,
+        allowed_ips=networks,
+        rate_limit=rate,
         created_at=now,
         created_by=actor if getattr(actor, "pk", None) else None,
         expires_at=expiry,
@@ -158,10 +178,21 @@ def issue_token(
             actor=actor,
             ip=ip,
             via=via,
-            detail={"scopes": scope_names, "expires_at": expiry.isoformat() if expiry else None},
+            detail=_issued_detail(token),
         )
     logger.info("Issued API token %s for user pk=%s via %s", token.key_id, owner.pk, via or "code")
     return IssuedToken(token=token, plaintext=plaintext)
+
+
+def _clean_reason(reason: Any) -> str:
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+        raise ValidationError(
+            {
+                "reason": _("The reason must be text of at most %(max)d characters.")
+                % {"max": MAX_REASON_LENGTH}
+            }
+        )
+    return reason.strip()
 
 
 def revoke_token(
@@ -176,18 +207,12 @@ def revoke_token(
 
     Revoking an already revoked token changes nothing and returns ``False``.
     """
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
-        raise ValidationError(
-            {
-                "reason": _("The reason must be text of at most %(max)d characters.")
-                % {"max": MAX_REASON_LENGTH}
-            }
-        )
+    reason = _clean_reason(reason)
     now = clock.now()
     revoked_by = actor if getattr(actor, "pk", None) else None
     with transaction.atomic(using=token_database()):
         changed = APIToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=now, revoked_by=revoked_by, revoke_reason=reason.strip()
+            revoked_at=now, revoked_by=revoked_by, revoke_reason=reason
         )
         if changed:
             _record(
@@ -196,7 +221,7 @@ def revoke_token(
                 actor=actor,
                 ip=ip,
                 via=via,
-                detail={"reason": reason.strip()},
+                detail={"reason": reason},
             )
             # Before the commit, so its JWTs are refused from the moment the revoke is
             # visible (a rollback leaves an entry that only refuses JWTs early: safe).
@@ -217,6 +242,29 @@ def revoke_tokens(
 ) -> int:
     """Revoke each of *tokens* through :func:`revoke_token`; return how many this call revoked."""
     return sum(revoke_token(t, actor=actor, reason=reason, ip=ip, via=via) for t in tokens)
+
+
+def revoke_all_tokens(
+    owner: Any,
+    *,
+    actor: Any = None,
+    reason: str = "",
+    ip: str | None = None,
+    via: str = "",
+) -> int:
+    """Revoke every token of *owner* not yet revoked (expired ones too); return how many.
+
+    The response to a compromised account: one step, one audit event per token, and
+    each token's JWTs refused (through :func:`revoke_token`). *actor* must be the owner
+    or manage every token (``None``: code or a command, trusted).
+    """
+    if actor is not None and not may_issue_for(actor, owner):
+        raise PermissionDenied(_("You may revoke only your own tokens."))
+    reason = _clean_reason(reason)
+    pending = APIToken.objects.for_owner(owner).filter(revoked_at__isnull=True).order_by("pk")
+    revoked = revoke_tokens(pending, actor=actor, reason=reason, ip=ip, via=via)
+    logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, via or "code")
+    return revoked
 
 
 def rotate_token(
@@ -276,11 +324,16 @@ def plan_token_update(
     name: str | None = None,
     description: str | None = None,
     scopes: Iterable[str] | None = None,
+    allowed_ips: Iterable[str] | str | None = None,
+    rate_limit: str | None = None,
+    parent: APIToken | None = None,
 ) -> dict[str, Any]:
     """Return the fields that :func:`update_token` would change, with their new values.
 
     Write nothing; raise ``ValidationError`` (keyed by field) when a rule is
-    broken. Forms call it to show errors before anything is saved.
+    broken. Forms call it to show errors before anything is saved. Whoever may
+    manage the token may change its guardrails, within the bounds of *parent* (the
+    token the request authenticated with) and of ``validation.rate_ceiling``.
     """
     errors: validation.Errors = {}
     wanted: dict[str, Any] = {}
@@ -292,6 +345,10 @@ def plan_token_update(
         if not can_manage_all(actor):
             errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
         wanted["scopes"] = validation.clean_scopes(token.owner, scopes, None, errors)
+    if allowed_ips is not None:
+        wanted["allowed_ips"] = validation.clean_allowed_ips(allowed_ips, parent, errors)
+    if rate_limit is not None:
+        wanted["rate_limit"] = validation.clean_rate_limit(rate_limit, actor, parent, errors)
     if errors:
         raise ValidationError(errors)
     changes = {f: value for f, value in wanted.items() if getattr(token, f) != value}
@@ -309,10 +366,13 @@ def update_token(
     name: str | None = None,
     description: str | None = None,
     scopes: Iterable[str] | None = None,
+    allowed_ips: Iterable[str] | str | None = None,
+    rate_limit: str | None = None,
+    parent: APIToken | None = None,
     ip: str | None = None,
     via: str = "",
 ) -> list[str]:
-    """Change a token's name, description or scopes; return the names of the changed fields.
+    """Change a token's name, description, scopes or guardrails; return the changed fields.
 
     Secrets, owners and dates never change here. Changing scopes needs the
     manage-all right and obeys the owner's grant policy; a revoked token is
@@ -321,7 +381,14 @@ def update_token(
     with transaction.atomic(using=token_database()):
         _lock_owner(token.owner)  # the name check below cannot be raced
         changes = plan_token_update(
-            token, actor=actor, name=name, description=description, scopes=scopes
+            token,
+            actor=actor,
+            name=name,
+            description=description,
+            scopes=scopes,
+            allowed_ips=allowed_ips,
+            rate_limit=rate_limit,
+            parent=parent,
         )
         if not changes:
             return []

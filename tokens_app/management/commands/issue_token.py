@@ -45,6 +45,20 @@ def _scope_list(value: str) -> list[str]:
     return names
 
 
+def _networks(values: list[str]) -> list[str]:
+    entries = [entry.strip() for value in values for entry in value.split(",")]
+    if any(not entry for entry in entries):
+        raise CommandError("invalid --allow-ip: give an address or CIDR network, e.g. 10.0.0.0/8")
+    return entries
+
+
+def _non_empty(flag: str, value: str | None) -> str:
+    # Given but empty ("--rate=$UNSET") is a mistake, not a request for the default.
+    if value is not None and not value.strip():
+        raise CommandError(f"invalid {flag}: give a value such as 1000/h")
+    return value or ""
+
+
 class Command(TokenCommand):
     help = (
         "Issue an API token for USERNAME and print it once on stdout (alone, so "
@@ -67,6 +81,17 @@ class Command(TokenCommand):
         )
         parser.add_argument("--description", default="", help="Free text: what the token is for.")
         parser.add_argument(
+            "--allow-ip",
+            action="append",
+            default=[],
+            metavar="CIDR",
+            help="Address or CIDR network the token works from (repeat, or comma-separate).",
+        )
+        parser.add_argument(
+            "--rate",
+            help="Rate limit such as 1000/h (default: DEFAULT_TOKEN_RATE, if set).",
+        )
+        parser.add_argument(
             "--json", action="store_true", help="Print one JSON object (key 'token') instead."
         )
 
@@ -81,6 +106,8 @@ class Command(TokenCommand):
                 expires_in=_optional(_duration, options["expires_in"]),
                 expires_at=_optional(_moment, options["expires_at"]),
                 never_expires=options["no_expiry"],
+                allowed_ips=_networks(options["allow_ip"]),
+                rate_limit=_non_empty("--rate", options["rate"]),
                 via="command",
             )
         except ValidationError as exc:

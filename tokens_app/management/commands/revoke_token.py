@@ -1,4 +1,4 @@
-"""``manage.py revoke_token``: revoke one token by key id or by the token itself."""
+"""``manage.py revoke_token``: revoke one token, or every token of a user at once."""
 
 from typing import Any
 
@@ -10,22 +10,42 @@ from tokens_app.management.base import TokenCommand, validation_message
 
 
 class Command(TokenCommand):
-    help = "Revoke a token at once. Name it by its key id or paste the whole token."
+    help = (
+        "Revoke a token at once: name it by its key id or paste the whole token. "
+        "Or revoke every token of a user: --user USERNAME --all."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("reference", metavar="KEY_ID_OR_TOKEN", help="Key id or full token.")
+        parser.add_argument(
+            "reference", metavar="KEY_ID_OR_TOKEN", nargs="?", help="Key id or full token."
+        )
+        parser.add_argument("--user", metavar="USERNAME", help="With --all: whose tokens.")
+        parser.add_argument(
+            "--all", action="store_true", help="With --user: revoke every token of that user."
+        )
         parser.add_argument(
             "--reason", default="", help="Why it is revoked (kept in the audit trail)."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        token = services.find_token(options["reference"])
-        if token is None:
-            raise CommandError("no token matches that key id or token")
+        reference, username, every = options["reference"], options["user"], options["all"]
+        if reference is not None and (username is not None or every):
+            raise CommandError("give either KEY_ID_OR_TOKEN or --user USERNAME --all, not both")
+        if reference is None and (username is None or not every):
+            raise CommandError("give KEY_ID_OR_TOKEN, or --user USERNAME --all")
         try:
-            revoked = services.revoke_token(token, reason=options["reason"], via="command")
+            if reference is None:
+                self.revoke_all(username, options["reason"])
+            else:
+                self.revoke_one(reference, options["reason"])
         except ValidationError as exc:
             raise CommandError(validation_message(exc)) from None
+
+    def revoke_one(self, reference: str, reason: str) -> None:
+        token = services.find_token(reference)
+        if token is None:
+            raise CommandError("no token matches that key id or token")
+        revoked = services.revoke_token(token, reason=reason, via="command")
         owner = token.owner.get_username()
         if revoked:
             self.stdout.write(f"Revoked token {token.key_id} ({token.name!r} of {owner}).")
@@ -33,3 +53,9 @@ class Command(TokenCommand):
             self.stdout.write(
                 f"Token {token.key_id} ({token.name!r} of {owner}) was already revoked."
             )
+
+    def revoke_all(self, username: str, reason: str) -> None:
+        owner = self.get_user(username)
+        count = services.revoke_all_tokens(owner, reason=reason, via="command")
+        noun = "token" if count == 1 else "tokens"
+        self.stdout.write(f"Revoked {count} {noun} of {owner.get_username()}.")
