@@ -103,6 +103,33 @@ def test_password_exchange_limit_holds_across_workers(server, alice):
     assert len(served_by) >= 2, "one worker served every attempt"
 
 
+RATE_PATH = "/api/notes/?per-token-rate"  # a query of its own: other tests' lines don't count
+
+
+def test_per_token_rate_limit_holds_across_workers(server, alice, issue):
+    limit, attempts = 10, 40
+    # An hour-long window: a boundary falling inside this one-second test is ~1/3600.
+    limited = issue(alice, ["notes:read"], rate_limit=f"{limit}/h")
+    other = issue(alice, ["notes:read"])
+
+    def call(token: str) -> Any:
+        return server.request("GET", RATE_PATH, headers=authorization(token))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(call, [limited.plaintext] * attempts))
+    statuses = [answer.status for answer in answers]
+    assert statuses.count(200) == limit, statuses
+    assert statuses.count(429) == attempts - limit
+    refused = next(answer for answer in answers if answer.status == 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "throttled" in refused.body.decode()
+    # Per-process counters would have let up to WORKERS * limit through.
+    served_by = server.serving_pids(RATE_PATH, requests=attempts)
+    assert len(served_by) >= 2, "one worker served every request"
+    # The budget is the token's own: another token of the same owner is untouched.
+    assert call(other.plaintext).status == 200
+
+
 def test_concurrent_issuing_never_exceeds_the_active_token_limit(server, alice, issue):
     limit = token_settings().max_active_tokens_per_user
     assert limit is not None

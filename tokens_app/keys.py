@@ -7,10 +7,12 @@ secret) lets :func:`parse` reject typos and garbage before any database query,
 and lets secret scanners recognise a leaked token offline.
 """
 
+import functools
 import hmac
 import re
 import secrets
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -94,3 +96,38 @@ def parse(value: str, prefix: str) -> ParsedToken | None:
     if not hmac.compare_digest(given, checksum(key_id, secret)):
         return None
     return ParsedToken(key_id=key_id, secret=secret)
+
+
+# Where a token may start: not inside a longer run of base62 or ``_`` (another prefix
+# that ends in ours, say ``mytka_``; the checksum does not cover the prefix, so only
+# this boundary tells them apart). A percent-escape (``%3Dtka_``, a URL inside a URL)
+# or a backslash escape (``\ntka_`` in a JSON or Python string literal) ends in a
+# letter or digit but is punctuation in disguise, so a token may start right after one.
+_START_BOUNDARY = (
+    r"(?:(?<![0-9A-Za-z_])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt])"
+    r"|(?<=\\x[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4}))"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _token_pattern(prefix: str) -> re.Pattern[str]:
+    # The body holds no ``_``, so only base62 after it would make it a longer token.
+    return re.compile(
+        rf"{_START_BOUNDARY}{re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}(?![0-9A-Za-z])"
+    )
+
+
+def find_tokens(text: str, prefix: str) -> Iterator[tuple[int, ParsedToken]]:
+    """Yield ``(offset, parts)`` for every token for *prefix* that appears in *text*.
+
+    For secret scanning: a candidate must have the exact shape (prefix, ``_``, 50
+    base62 characters) standing on its own, and then a valid checksum. The checksum
+    is what makes this safe to run over anything: a random look-alike passes it once
+    in 62**6 (about 5.7e10) tries, so a finding is, in practice, a real token of this
+    format, and no database is needed to say so. The secret is in the parts yielded;
+    callers keep only the key id.
+    """
+    for match in _token_pattern(prefix).finditer(text):
+        parsed = parse(match.group(), prefix)
+        if parsed is not None:
+            yield match.start(), parsed

@@ -33,11 +33,13 @@ from tokens_app.services.issuing import (
     rotate_token,
     update_token,
 )
+from tokens_app.services.leaks import Finding, revoke_leaked, scan_lines, token_states
 from tokens_app.services.maintenance import PruneResult, prune_tokens
 
 __all__ = [
     "MANAGE_ALL_PERMISSION",
     "MAX_REASON_LENGTH",
+    "Finding",
     "InvalidToken",
     "IssuedToken",
     "PruneResult",
@@ -54,10 +56,13 @@ __all__ = [
     "plan_token_update",
     "prune_tokens",
     "revoke_all_tokens",
+    "revoke_leaked",
     "revoke_token",
     "revoke_tokens",
     "rotate_token",
+    "scan_lines",
     "token_rate",
+    "token_states",
     "tokens_for",
     "update_token",
     "visible_tokens",
