@@ -184,6 +184,11 @@ def clean_allowed_ips(value: Any, parent: APIToken | None, errors: Errors) -> li
     if entries is None:
         errors.setdefault("allowed_ips", []).append(_("Give a list of addresses or networks."))
         return []
+    if len(entries) > MAX_ALLOWED_IPS:  # before parsing: a pasted blob gets one message
+        errors.setdefault("allowed_ips", []).append(
+            _("Give at most %(max)d networks.") % {"max": MAX_ALLOWED_IPS}
+        )
+        return []
     problems: list[Any] = []
     networks: set[IPNetwork] = set()
     for entry in entries:
@@ -192,8 +197,6 @@ def clean_allowed_ips(value: Any, parent: APIToken | None, errors: Errors) -> li
             problems.append(found)
         else:
             networks.add(found)
-    if len(networks) > MAX_ALLOWED_IPS:
-        problems.append(_("Give at most %(max)d networks.") % {"max": MAX_ALLOWED_IPS})
     bounds = _parent_networks(parent)
     if bounds and not problems:
         if not networks:
