@@ -105,6 +105,8 @@ def fill(alias: str, owner: Any, count: int) -> None:
         "revoke_reason": "",
         "last_used_at": None,
         "last_used_ip": None,
+        "allowed_ips": [],
+        "rate_limit": "",
     }
     # Values as the fields would save them (JSON, datetimes), so any backend takes them.
     prepared = {

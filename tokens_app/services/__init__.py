@@ -35,6 +35,12 @@ from tokens_app.services.issuing import (
 )
 from tokens_app.services.leaks import Finding, revoke_leaked, scan_lines, token_states
 from tokens_app.services.maintenance import PruneResult, prune_tokens
+from tokens_app.services.notices import (
+    NoticeFailure,
+    NoticeResult,
+    OwnerNotice,
+    notify_expiring_tokens,
+)
 
 __all__ = [
     "MANAGE_ALL_PERMISSION",
@@ -42,6 +48,9 @@ __all__ = [
     "Finding",
     "InvalidToken",
     "IssuedToken",
+    "NoticeFailure",
+    "NoticeResult",
+    "OwnerNotice",
     "PruneResult",
     "RateLimiterUnavailable",
     "TooManyAttempts",
@@ -53,6 +62,7 @@ __all__ = [
     "find_token",
     "issue_token",
     "may_issue_for",
+    "notify_expiring_tokens",
     "plan_token_update",
     "prune_tokens",
     "revoke_all_tokens",
