@@ -6,11 +6,12 @@ tokens, and any URL about another token answers exactly like a missing one.
 """
 
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
@@ -319,9 +320,11 @@ class APITokenAdmin(_TokenAdminBase):
         owner_id = request.GET.get(self.owner_filter_parameter())
         context = dict(extra_context or {})
         if owner_id and self.has_change_permission(request):
-            context["revoke_all_url"] = reverse(
-                "admin:tokens_app_apitoken_revoke_all", args=[owner_id]
-            )
+            with suppress(Http404):  # offered only where it leads somewhere
+                owner = self._manageable_owner(request, owner_id)
+                context["revoke_all_url"] = reverse(
+                    "admin:tokens_app_apitoken_revoke_all", args=[quote(owner.pk)]
+                )
         return super().changelist_view(request, context)
 
     def _revoke(self, request: HttpRequest, tokens: Iterable[APIToken], form: RevokeForm) -> int:

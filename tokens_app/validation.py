@@ -165,8 +165,11 @@ def _network(entry: str) -> IPNetwork | str:
 def _entries(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [part for part in _ENTRY_SEPARATORS.split(value) if part]
-    if isinstance(value, list | tuple) and all(isinstance(entry, str) for entry in value):
-        return [entry.strip() for entry in value if entry.strip()]
+    if isinstance(value, list | tuple) and all(
+        isinstance(entry, str) and entry.strip() for entry in value
+    ):
+        # A blank entry is a mistake, not "anywhere": only an empty list means that.
+        return [entry.strip() for entry in value]
     return None
 
 
@@ -182,7 +185,9 @@ def clean_allowed_ips(value: Any, parent: APIToken | None, errors: Errors) -> li
     """
     entries = _entries(value)
     if entries is None:
-        errors.setdefault("allowed_ips", []).append(_("Give a list of addresses or networks."))
+        errors.setdefault("allowed_ips", []).append(
+            _("Give a list of addresses or networks, none of them blank.")
+        )
         return []
     if len(entries) > MAX_ALLOWED_IPS:  # before parsing: a pasted blob gets one message
         errors.setdefault("allowed_ips", []).append(

@@ -71,7 +71,8 @@ def _epoch(value: Any) -> int:
 
 def _describe_api_token(raw: str) -> dict[str, Any]:
     try:
-        token: APIToken = services.authenticate(raw, touch=False)
+        # The client's address is unknown here: the list is reported for the caller to apply.
+        token: APIToken = services.authenticate(raw, touch=False, check_address=False)
     except services.InvalidToken:
         return INACTIVE
     answer = {
@@ -85,7 +86,13 @@ def _describe_api_token(raw: str) -> dict[str, Any]:
     }
     if token.expires_at is not None:
         answer["exp"] = _epoch(token.expires_at)
-    return answer
+    return {**answer, **_guardrails(token.allowed_ips, services.token_rate(token))}
+
+
+def _guardrails(allowed_ips: list[str], rate_limit: str | None) -> dict[str, Any]:
+    """The token's guardrails, for a resource server to apply: only those that are set."""
+    found: dict[str, Any] = {"allowed_ips": list(allowed_ips)} if allowed_ips else {}
+    return {**found, "rate_limit": rate_limit} if rate_limit else found
 
 
 def _describe_jwt(raw: str) -> dict[str, Any]:
@@ -103,6 +110,7 @@ def _describe_jwt(raw: str) -> dict[str, Any]:
         "username": str(claims.get("username", "")),
         "token_type": "jwt",
         "client_id": verified.key_id,
+        **_guardrails(verified.allowed_ips, verified.rate_limit),
     }
 
 

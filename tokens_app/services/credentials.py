@@ -43,14 +43,18 @@ def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
     return bool(token.previous_secret_hash) and until is not None and now < until
 
 
-def authenticate(raw: str, *, ip: str | None = None, touch: bool = True) -> APIToken:
+def authenticate(
+    raw: str, *, ip: str | None = None, touch: bool = True, check_address: bool = True
+) -> APIToken:
     """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
 
     Malformed input fails before any query; a well-formed one costs one query
     (token joined with owner). Unknown ids run a dummy verification so they
     cost what a wrong secret costs. A token with an IP allow-list works only
-    from *ip* within it (the same failure as any other). Besides the rare hash upgrade, the only
-    write is the ``last_used`` stamp, at most once per configured interval.
+    from *ip* within it (the same failure as any other); only introspection, which
+    answers for another server and reports the list, passes ``check_address=False``.
+    Besides the rare hash upgrade, the only write is the ``last_used`` stamp, at most
+    once per configured interval.
     """
     parsed = keys.parse(raw, token_settings().prefix)
     if parsed is None:
@@ -70,7 +74,7 @@ def authenticate(raw: str, *, ip: str | None = None, touch: bool = True) -> APIT
     status = token.status(now)
     if status is not TokenStatus.ACTIVE:
         raise InvalidToken(status.value, token.key_id)
-    if not ip_allowed(ip, token.allowed_ips):
+    if check_address and not ip_allowed(ip, token.allowed_ips):
         raise InvalidToken("address not allowed", token.key_id)
     if upgraded:
         APIToken.objects.filter(pk=token.pk, secret_hash=token.secret_hash).update(

@@ -317,6 +317,12 @@ def rotate_token(
     )
 
 
+def _unchanged_networks(token: APIToken, allowed_ips: Any) -> bool:
+    scratch: validation.Errors = {}
+    cleaned = validation.clean_allowed_ips(allowed_ips, None, scratch)
+    return not scratch and cleaned == token.allowed_ips
+
+
 def plan_token_update(
     token: APIToken,
     *,
@@ -345,9 +351,13 @@ def plan_token_update(
         if not can_manage_all(actor):
             errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
         wanted["scopes"] = validation.clean_scopes(token.owner, scopes, None, errors)
-    if allowed_ips is not None:
+    # An unchanged guardrail is not judged again: a form re-sends every field, and a value
+    # someone else was entitled to set must not block a rename.
+    if allowed_ips is not None and not _unchanged_networks(token, allowed_ips):
         wanted["allowed_ips"] = validation.clean_allowed_ips(allowed_ips, parent, errors)
-    if rate_limit is not None:
+    if rate_limit is not None and not (
+        isinstance(rate_limit, str) and rate_limit.strip() == token.rate_limit
+    ):
         wanted["rate_limit"] = validation.clean_rate_limit(rate_limit, actor, parent, errors)
     if errors:
         raise ValidationError(errors)
