@@ -390,3 +390,22 @@ def test_prefix_with_trailing_newline_is_improperly_configured():
 def test_unknown_keys_of_mixed_types_are_improperly_configured():
     message = _problem({1: "x", "FOO": "y"})
     assert "FOO" in message
+
+
+@pytest.mark.parametrize("rate", ["0/m", "5/0m", "abc", "5/x", "5", 5, "", "-1/h"])
+def test_bad_rates_are_refused_for_both_rate_settings(rate):
+    assert "DEFAULT_TOKEN_RATE must be None or look like" in _problem({"DEFAULT_TOKEN_RATE": rate})
+    assert "PASSWORD_EXCHANGE_RATE must look like" in _problem({"PASSWORD_EXCHANGE_RATE": rate})
+
+
+@pytest.mark.parametrize(
+    ("rate", "parsed"),
+    [("1000/h", (1000, 3600)), ("5/15m", (5, 900)), ("10/s", (10, 1)), ("2/3d", (2, 259200))],
+)
+def test_rates_are_read_as_count_and_seconds(rate, parsed):
+    assert conf.parse_rate(rate) == parsed
+    assert conf.load({"DEFAULT_TOKEN_RATE": rate}).default_token_rate == rate
+
+
+def test_default_token_rate_is_off_by_default():
+    assert conf.load({}).default_token_rate is None

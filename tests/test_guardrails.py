@@ -1377,3 +1377,12 @@ def test_introspection_still_refuses_a_revoked_restricted_token(alice, issue):
     services.revoke_token(restricted.token)
     answer = introspect_from(introspector.plaintext, restricted.plaintext, HOME).json()
     assert answer == {"active": False}
+
+
+@pytest.mark.parametrize("stored", [["not a network"], [["10.0.0.0/8"]], ["10.0.0.5/8"]])
+def test_an_unreadable_stored_allow_list_allows_nothing(alice, issue, stored):
+    # Rows written around the service (a bad migration, a manual UPDATE) fail closed.
+    issued = issue(alice, allowed_ips=[V4])
+    APIToken.objects.filter(pk=issued.token.pk).update(allowed_ips=stored)
+    response = APIClient().get("/api/notes/", REMOTE_ADDR=HOME, **bearer(issued.plaintext))
+    assert response.status_code == 401

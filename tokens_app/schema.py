@@ -342,6 +342,14 @@ class IntrospectSchema(OpenApiViewExtension):
                 "username": serializers.CharField(required=False),
                 "token_type": serializers.ChoiceField(["api_token", "jwt"], required=False),
                 "client_id": serializers.CharField(required=False),
+                "allowed_ips": serializers.ListField(
+                    child=serializers.CharField(),
+                    required=False,
+                    help_text="The token's IP allow-list, when it has one: apply it yourself.",
+                ),
+                "rate_limit": serializers.CharField(
+                    required=False, help_text="The token's rate limit, when it has one."
+                ),
             },
         )
         return _documented(
