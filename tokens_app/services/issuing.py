@@ -4,7 +4,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -323,16 +323,22 @@ def _unchanged_networks(token: APIToken, allowed_ips: Any) -> bool:
     return not scratch and cleaned == token.allowed_ips
 
 
+class TokenChanges(TypedDict, total=False):
+    """What a token update may ask for: ``None`` (or absent) leaves a field as it is.
+
+    *parent* is the token the request authenticated with, which bounds the guardrails.
+    """
+
+    name: str | None
+    description: str | None
+    scopes: Iterable[str] | None
+    allowed_ips: Iterable[str] | str | None
+    rate_limit: str | None
+    parent: APIToken | None
+
+
 def plan_token_update(
-    token: APIToken,
-    *,
-    actor: Any,
-    name: str | None = None,
-    description: str | None = None,
-    scopes: Iterable[str] | None = None,
-    allowed_ips: Iterable[str] | str | None = None,
-    rate_limit: str | None = None,
-    parent: APIToken | None = None,
+    token: APIToken, *, actor: Any, **asked: Unpack[TokenChanges]
 ) -> dict[str, Any]:
     """Return the fields that :func:`update_token` would change, with their new values.
 
@@ -341,6 +347,9 @@ def plan_token_update(
     manage the token may change its guardrails, within the bounds of *parent* (the
     token the request authenticated with) and of ``validation.rate_ceiling``.
     """
+    name, description, scopes = asked.get("name"), asked.get("description"), asked.get("scopes")
+    allowed_ips, rate_limit = asked.get("allowed_ips"), asked.get("rate_limit")
+    parent = asked.get("parent")
     errors: validation.Errors = {}
     wanted: dict[str, Any] = {}
     if name is not None:
@@ -373,14 +382,9 @@ def update_token(
     token: APIToken,
     *,
     actor: Any,
-    name: str | None = None,
-    description: str | None = None,
-    scopes: Iterable[str] | None = None,
-    allowed_ips: Iterable[str] | str | None = None,
-    rate_limit: str | None = None,
-    parent: APIToken | None = None,
     ip: str | None = None,
     via: str = "",
+    **asked: Unpack[TokenChanges],
 ) -> list[str]:
     """Change a token's name, description, scopes or guardrails; return the changed fields.
 
@@ -390,16 +394,7 @@ def update_token(
     """
     with transaction.atomic(using=token_database()):
         _lock_owner(token.owner)  # the name check below cannot be raced
-        changes = plan_token_update(
-            token,
-            actor=actor,
-            name=name,
-            description=description,
-            scopes=scopes,
-            allowed_ips=allowed_ips,
-            rate_limit=rate_limit,
-            parent=parent,
-        )
+        changes = plan_token_update(token, actor=actor, **asked)
         if not changes:
             return []
         APIToken.objects.filter(pk=token.pk).update(**changes)
