@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.core.cache import caches
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tokens_app import clock as clock_module
 from tokens_app import services
+from tokens_app.models import APIToken, TokenEvent
 
 
 def is_production_profile() -> bool:
@@ -127,3 +130,52 @@ def api() -> APIClient:
 
 def bearer(token: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+# --- the admin ------------------------------------------------------------------------------
+
+#: What staff need to use the token console at all (manage-all is on top of these).
+MODEL_PERMISSIONS = ("add_apitoken", "change_apitoken", "view_apitoken", "view_tokenevent")
+
+
+def grant(user: Any, *codenames: str) -> Any:
+    """Give *user* these permissions of any app; return the user."""
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def limited(staff: Any) -> Any:
+    """Staff with the model permissions but without the manage-all right."""
+    return grant(staff, *MODEL_PERMISSIONS)
+
+
+@pytest.fixture
+def manager(django_user_model: Any) -> Any:
+    """Staff who is no superuser but holds the manage-all permission."""
+    user = django_user_model.objects.create_user("manager", "m@example.com", "pw", is_staff=True)
+    return grant(user, *MODEL_PERMISSIONS, "manage_all_tokens")
+
+
+def admin_client(user: Any) -> Client:
+    """A browser-like client logged in as *user*."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def change_data(token: APIToken, **overrides: Any) -> dict[str, Any]:
+    """The admin change form of *token* as submitted unchanged, with *overrides*."""
+    data = {
+        "name": token.name,
+        "description": token.description,
+        "scopes": list(token.scopes),
+        "allowed_ips": "\n".join(token.allowed_ips),
+        "rate_limit": token.rate_limit,
+        "events-TOTAL_FORMS": "0",
+        "events-INITIAL_FORMS": str(TokenEvent.objects.filter(token=token).count()),
+        "events-MIN_NUM_FORMS": "0",
+        "events-MAX_NUM_FORMS": "1000",
+        "_save": "Save",
+    }
+    return {**data, **overrides}

@@ -5,7 +5,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.admin.models import ADDITION, LogEntry
-from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.contrib.sessions.models import Session
 from django.db import connection
@@ -13,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.conftest import bearer, change_data, grant
 from tokens_app import keys, services
 from tokens_app.models import APIToken, TokenEvent
 
@@ -24,25 +23,6 @@ LIST_URL = "/admin/tokens_app/apitoken/"
 ADD_URL = f"{LIST_URL}add/"
 EVENTS_URL = "/admin/tokens_app/tokenevent/"
 MISSING_PK = 987654
-MODEL_PERMISSIONS = ("add_apitoken", "change_apitoken", "view_apitoken", "view_tokenevent")
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    return user
-
-
-@pytest.fixture
-def limited(staff):
-    """Staff with the model permissions but without the manage-all right."""
-    return grant(staff, *MODEL_PERMISSIONS)
-
-
-@pytest.fixture
-def manager(django_user_model):
-    """Staff who is no superuser but holds the manage-all permission."""
-    user = django_user_model.objects.create_user("manager", "m@example.com", "pw", is_staff=True)
-    return grant(user, *MODEL_PERMISSIONS, "manage_all_tokens")
 
 
 def token_url(token_or_pk, action="change"):
@@ -57,20 +37,6 @@ def issue_data(owner, **overrides):
         "description": "",
         "scopes": ["notes:read"],
         "expiry": "30",
-    }
-    return {**data, **overrides}
-
-
-def change_data(token, **overrides):
-    data = {
-        "name": token.name,
-        "description": token.description,
-        "scopes": list(token.scopes),
-        "events-TOTAL_FORMS": "0",
-        "events-INITIAL_FORMS": str(TokenEvent.objects.filter(token=token).count()),
-        "events-MIN_NUM_FORMS": "0",
-        "events-MAX_NUM_FORMS": "1000",
-        "_save": "Save",
     }
     return {**data, **overrides}
 

@@ -15,14 +15,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
-from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.conftest import admin_client, bearer, change_data
 from tokens_app import keys, services
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
 from tokens_app.models import APIToken, TokenEvent
@@ -49,7 +47,6 @@ DEAD_REDIS = {
     "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1: connection refused
     "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
 }
-MODEL_PERMISSIONS = ("add_apitoken", "change_apitoken", "view_apitoken", "view_tokenevent")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -101,17 +98,6 @@ def session(user: Any) -> APIClient:
     return client
 
 
-def admin_client(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def grant(user: Any, *codenames: str) -> Any:
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    return user
-
-
 def issue_data(owner: Any, **overrides: Any) -> dict[str, Any]:
     data = {
         "owner": owner.pk,
@@ -121,22 +107,6 @@ def issue_data(owner: Any, **overrides: Any) -> dict[str, Any]:
         "expiry": "30",
         "allowed_ips": "",
         "rate_limit": "",
-    }
-    return {**data, **overrides}
-
-
-def change_data(token: APIToken, **overrides: Any) -> dict[str, Any]:
-    data = {
-        "name": token.name,
-        "description": token.description,
-        "scopes": list(token.scopes),
-        "allowed_ips": "\n".join(token.allowed_ips),
-        "rate_limit": token.rate_limit,
-        "events-TOTAL_FORMS": "0",
-        "events-INITIAL_FORMS": str(TokenEvent.objects.filter(token=token).count()),
-        "events-MIN_NUM_FORMS": "0",
-        "events-MAX_NUM_FORMS": "1000",
-        "_save": "Save",
     }
     return {**data, **overrides}
 
@@ -186,12 +156,6 @@ def dead_rate_limit_cache(settings: Any) -> None:
     """Point the rate limiter (only) at a Redis that is not there."""
     settings.CACHES = {**settings.CACHES, "counters": DEAD_REDIS}
     settings.RATELIMIT_USE_CACHE = "counters"
-
-
-@pytest.fixture
-def limited(staff: Any) -> Any:
-    """Staff with the model permissions but without the manage-all right."""
-    return grant(staff, *MODEL_PERMISSIONS)
 
 
 # --- 1. IP allow-list: every way of setting it, each enforced the same ----------------------

@@ -8,7 +8,6 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command, load_command_class
@@ -16,7 +15,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.conftest import admin_client, bearer, grant
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 
@@ -26,7 +25,6 @@ WHOAMI = "/api/whoami/"
 REVOKE_ALL = "/api/tokens/revoke-all/"
 MINT = "/api/auth/jwt/"
 ADMIN_LIST = "/admin/tokens_app/apitoken/"
-MODEL_PERMISSIONS = ("add_apitoken", "change_apitoken", "view_apitoken", "view_tokenevent")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -61,29 +59,6 @@ def mint_jwt(plaintext: str) -> str:
 
 def admin_url(owner_id: Any) -> str:
     return f"{ADMIN_LIST}revoke-all/{owner_id}/"
-
-
-def admin_client(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def grant(user: Any, *codenames: str) -> Any:
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    return user
-
-
-@pytest.fixture
-def limited(staff: Any) -> Any:
-    """Staff with the model permissions but without the manage-all right."""
-    return grant(staff, *MODEL_PERMISSIONS)
-
-
-@pytest.fixture
-def manager(django_user_model: Any) -> Any:
-    user = django_user_model.objects.create_user("manager", "m@example.com", "pw", is_staff=True)
-    return grant(user, *MODEL_PERMISSIONS, "manage_all_tokens")
 
 
 @pytest.fixture
