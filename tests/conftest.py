@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.cache import caches
+from django.core.management import load_command_class
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -130,6 +131,18 @@ def api() -> APIClient:
 
 def bearer(token: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def command_line(command: str, *args: str) -> Any:
+    """Run a tokens_app command as ``manage.py`` does from a shell; return its exit status.
+
+    Unlike ``call_command``, this goes through ``run_from_argv``: argument errors and
+    ``CommandError`` become one line on stderr and a ``SystemExit``, as operators see them.
+    The command must end by exiting (an error, ``--help``, or its own exit status).
+    """
+    with pytest.raises(SystemExit) as exit_info:
+        load_command_class("tokens_app", command).run_from_argv(["manage.py", command, *args])
+    return exit_info.value.code
 
 
 # --- the admin ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.conftest import bearer, command_line
 from tokens_app import keys, services
 from tokens_app.models import APIToken, TokenEvent
 
@@ -306,9 +306,7 @@ def test_issue_empty_expiry_value_fails_and_writes_nothing(alice, flag):
     ],
 )
 def test_argument_error_on_command_line_is_one_line_without_usage(capsys, command, args, message):
-    with pytest.raises(SystemExit) as exit_info:
-        load_command_class("tokens_app", command).run_from_argv(["manage.py", command, *args])
-    assert exit_info.value.code == 2
+    assert command_line(command, *args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"manage.py {command}: error: ")

@@ -22,10 +22,11 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
-from django.core.management import call_command, load_command_class
+from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from tests.conftest import command_line
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services.notices import _notify_owner
@@ -413,11 +414,7 @@ def test_one_owner_failing_does_not_stop_the_others(alice, bob, issue, clock, se
 def test_command_line_failure_exits_non_zero(alice, issue, clock, settings, capsys):
     settings.EMAIL_BACKEND = "tests.test_notices.FailingBackend"
     expiring(issue, alice, timedelta(days=2))
-    with pytest.raises(SystemExit) as exit_info:
-        load_command_class("tokens_app", "notify_expiring_tokens").run_from_argv(
-            ["manage.py", "notify_expiring_tokens"]
-        )
-    assert exit_info.value.code == 1
+    assert command_line("notify_expiring_tokens") == 1
     captured = capsys.readouterr()
     assert captured.err == (
         "CommandError: could not email 1 owner (alice); nothing was recorded for them, "
@@ -504,11 +501,7 @@ def test_command_line_error_is_one_stderr_line_exit_non_zero(
 ):
     expiring(issue, alice, timedelta(days=2))
     before = snapshot()
-    with pytest.raises(SystemExit) as exit_info:
-        load_command_class("tokens_app", "notify_expiring_tokens").run_from_argv(
-            ["manage.py", "notify_expiring_tokens", *args]
-        )
-    assert exit_info.value.code != 0
+    assert command_line("notify_expiring_tokens", *args) != 0
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.splitlines()) == 1, captured.err
@@ -568,10 +561,7 @@ def test_command_output_holds_no_secret(alice, issue, clock):
 
 
 def test_command_help_explains_the_window_rule(capsys):
-    with pytest.raises(SystemExit):
-        load_command_class("tokens_app", "notify_expiring_tokens").run_from_argv(
-            ["manage.py", "notify_expiring_tokens", "--help"]
-        )
+    assert command_line("notify_expiring_tokens", "--help") == 0
     text = " ".join(capsys.readouterr().out.split())
     for part in ("once per window", "sends nothing new", "--dry-run", "default 7d", "365d"):
         assert part in text
