@@ -107,6 +107,9 @@ def fill(alias: str, owner: Any, count: int) -> None:
         "last_used_ip": None,
         "allowed_ips": [],
         "rate_limit": "",
+        "parent_id": None,
+        "ancestry": [],
+        "secret_version": 1,
     }
     # Values as the fields would save them (JSON, datetimes), so any backend takes them.
     prepared = {

@@ -703,7 +703,8 @@ def test_invalid_token_is_401(api, alice, issue):
 )
 def test_token_endpoints_require_scopes(api, alice, issue, held, method, target, allowed):
     caller = issue(alice, held)
-    other = issue(alice).token
+    # A token the caller created: one it may act on once it has the scope.
+    other = issue(alice, held, parent=caller.token).token
     path = {
         "list": LIST,
         "detail": detail(other.key_id),

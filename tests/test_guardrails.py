@@ -704,7 +704,10 @@ def test_child_of_a_restricted_token_cannot_widen(restricted_parent, wider):
 
 
 def test_restricted_token_cannot_widen_another_token_by_patch(alice, issue, restricted_parent):
-    sibling = issue(alice, allowed_ips=["10.5.0.0/16"]).token
+    # A token it created (one it may change at all), narrower than itself.
+    sibling = issue(
+        alice, allowed_ips=["10.5.0.0/16"], parent=restricted_parent.token
+    ).token
     before = snapshot(sibling)
     for wider in (["0.0.0.0/0"], ["10.5.0.0/16", "192.0.2.0/24"], [V6]):
         response = APIClient().patch(
@@ -718,9 +721,7 @@ def test_restricted_token_cannot_widen_another_token_by_patch(alice, issue, rest
     assert snapshot(sibling) == before
 
 
-def test_restricted_token_resending_a_siblings_unchanged_list_changes_nothing(
-    alice, issue, restricted_parent
-):
+def test_restricted_token_cannot_change_a_wider_sibling(alice, issue, restricted_parent):
     sibling = issue(alice).token  # anywhere, set by the owner
     before = TokenEvent.objects.count()
     response = APIClient().patch(
@@ -730,15 +731,14 @@ def test_restricted_token_resending_a_siblings_unchanged_list_changes_nothing(
         REMOTE_ADDR=HOME,
         **bearer(restricted_parent.plaintext),
     )
-    # An unchanged guardrail is not judged again (nothing is widened): the rename goes through.
-    assert response.status_code == 200
-    assert response.json()["allowed_ips"] == []
-    assert response.json()["name"] == "renamed"
-    assert TokenEvent.objects.count() == before + 1
+    # A weaker token may not change (nor lock out) a token that can do more than it can.
+    assert response.status_code == 403
+    assert APIToken.objects.get(pk=sibling.pk).name == sibling.name
+    assert TokenEvent.objects.count() == before
 
 
 def test_restricted_token_cannot_open_a_sibling_wider_than_itself(alice, issue, restricted_parent):
-    sibling = issue(alice, allowed_ips=[V4]).token
+    sibling = issue(alice, allowed_ips=[V4], parent=restricted_parent.token).token
     before = snapshot(sibling)
     response = APIClient().patch(
         detail_url(sibling.key_id),
@@ -767,7 +767,7 @@ def test_restricted_token_cannot_widen_itself(restricted_parent):
 
 
 def test_restricted_token_may_narrow_another_token(alice, issue, restricted_parent):
-    sibling = issue(alice).token
+    sibling = issue(alice, parent=restricted_parent.token).token
     response = APIClient().patch(
         detail_url(sibling.key_id),
         {"allowed_ips": ["10.7.0.0/16"]},
@@ -1048,7 +1048,7 @@ def test_child_of_a_rate_limited_token_cannot_loosen(limited_parent, looser):
 
 
 def test_rate_limited_token_cannot_loosen_another_token(alice, issue, limited_parent):
-    sibling = issue(alice, rate_limit="5/h").token
+    sibling = issue(alice, rate_limit="5/h", parent=limited_parent.token).token
     before = snapshot(sibling)
     response = APIClient().patch(
         detail_url(sibling.key_id),

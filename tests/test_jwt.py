@@ -235,7 +235,8 @@ def test_minted_jwt_header_and_claims(api, alice, reader):
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "HS256", "typ": "at+jwt", "kid": jwt_tokens.keyring().signing_kid}
     claims = payload_of(token)
-    assert set(claims) == {*jwt_tokens.REQUIRED_CLAIMS, "username"}
+    assert set(claims) == {*jwt_tokens.REQUIRED_CLAIMS, "username", "secret_version"}
+    assert claims["secret_version"] == 1
     assert claims["iss"] == ISSUER
     assert claims["sub"] == str(alice.pk)
     assert claims["aud"] == "api"
@@ -672,12 +673,15 @@ def test_jwt_request_runs_no_sql(api, reader, django_assert_num_queries):
     assert response.json()["credential"] == "jwt"
 
 
-def test_jwt_of_inactive_owner_still_works_without_load_user(api, alice, reader):
-    """Documented trade-off: without JWT_LOAD_USER the claims are the user (for minutes)."""
+def test_jwt_of_deactivated_owner_is_refused_at_once(api, alice, reader):
+    """Without JWT_LOAD_USER no row is read, so deactivation reaches JWTs by the deny list."""
     token = mint_jwt(api, reader.plaintext)
+    assert api.get(WHOAMI, **bearer(token)).status_code == 200
     alice.is_active = False
     alice.save()
-    assert api.get(WHOAMI, **bearer(token)).status_code == 200
+    response = api.get(WHOAMI, **bearer(token))
+    assert response.status_code == 401
+    assert response.json() == INVALID_BODY
 
 
 def test_load_user_costs_one_query(api, settings, alice, reader, django_assert_num_queries):

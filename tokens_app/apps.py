@@ -12,3 +12,6 @@ class TokensAppConfig(AppConfig):
     def ready(self) -> None:
         # Imported for their side effects: check registration and signal wiring.
         from tokens_app import checks, conf, schema  # noqa: F401
+        from tokens_app.services import owners
+
+        owners.connect()

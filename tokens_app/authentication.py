@@ -1,6 +1,7 @@
 """DRF authentication by API token: a thin adapter over ``services.authenticate``."""
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -34,17 +35,22 @@ class APITokenAuthentication(BaseAuthentication):
     def get_credential(self, request: Request) -> str | None:
         """Return the presented credential, or ``None`` when the request carries none of ours."""
         meta = request._request.META  # the HttpRequest's, without DRF's attribute proxy
-        header = meta.get("HTTP_AUTHORIZATION", "")
+        header: str = meta.get("HTTP_AUTHORIZATION", "")
         if header:
             scheme, _space, value = header.partition(" ")
             if scheme.lower() != self.keyword.lower():
                 return None
             value = value.strip()
             # A dotted value is a JWT (API tokens never hold a dot): JWTAuthentication's.
-            return None if jwt_tokens.looks_like_jwt(value) else value
+            if not jwt_tokens.looks_like_jwt(value):
+                return value
+            if not _accepts_jwts(request):
+                ip = client_ip(request._request)
+                raise rejected(request, "JWT", "JWT where only API tokens count", None, ip)
+            return None
         if token_settings().accept_x_api_key:
-            value = meta.get("HTTP_X_API_KEY")
-            return value.strip() if isinstance(value, str) else None
+            api_key = meta.get("HTTP_X_API_KEY")
+            return api_key.strip() if isinstance(api_key, str) else None
         return None
 
     def authenticate(self, request: Request) -> tuple[Any, APIToken] | None:
@@ -56,7 +62,7 @@ class APITokenAuthentication(BaseAuthentication):
             token = services.authenticate(credential, ip=ip)
         except services.InvalidToken as failure:
             raise rejected(request, "API token", failure.reason, failure.key_id, ip) from None
-        enforce_rate(request, token.key_id, services.token_rate(token))
+        enforce_budgets(request, services.token_budgets(token))
         return token.owner, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -66,13 +72,27 @@ class APITokenAuthentication(BaseAuthentication):
         return f'Bearer realm="{realm}"'
 
 
-def enforce_rate(request: Request, key_id: str, rate: str | None) -> None:
-    """Count this request against the token's rate: over it is a 429 with ``Retry-After``.
+def _accepts_jwts(request: Request) -> bool:
+    """Whether this view also authenticates JWTs; if not, a JWT is refused as invalid.
 
-    A limiter that cannot count is a 503 (fail closed), never a pass.
+    Without this, a JWT sent where only API tokens count (managing tokens, minting
+    JWTs) would be no credential at all: a bare 401 saying none was provided, instead of
+    RFC 6750's ``invalid_token`` challenge that every refused credential gets. It is
+    refused even next to a session cookie: the client chose to send it.
     """
+    return any(isinstance(a, JWTAuthentication) for a in getattr(request, "authenticators", ()))
+
+
+def enforce_budgets(request: Request, budgets: Sequence[services.Budget]) -> None:
+    """Count this request against the credential's rate budgets: over one is a 429.
+
+    The budgets are the token's own and its ancestors' (``services.token_budgets``);
+    a 429 carries ``Retry-After``. A limiter that cannot count is a 503 (fail closed).
+    """
+    if not budgets:
+        return
     try:
-        services.count_token_request(request._request, key_id, rate)
+        services.count_token_requests(request._request, budgets)
     except services.TooManyAttempts as limited:
         raise exceptions.Throttled(wait=limited.retry_after) from None
     except services.RateLimiterUnavailable:
@@ -119,7 +139,7 @@ class JWTAuthentication(BaseAuthentication):
             raise rejected(request, "JWT", failure.reason, failure.key_id, ip) from None
         except denylist.DenyListUnavailable:
             raise ServiceUnavailable from None
-        enforce_rate(request, claims.key_id, claims.rate_limit)
+        enforce_budgets(request, claims.budgets)
         return user, claims
 
     def check_address(self, request: Request, claims: jwt_tokens.JWTClaims) -> None:
@@ -133,7 +153,7 @@ class JWTAuthentication(BaseAuthentication):
             return JWTUser(claims)
         user_model = get_user_model()
         try:
-            user = user_model._default_manager.get(pk=claims.subject)
+            user = user_model._default_manager.get(pk=claims.owner_pk)
         except (user_model.DoesNotExist, ValueError, ValidationError):
             raise jwt_tokens.InvalidJWT("unknown subject", claims.key_id) from None
         if not getattr(user, "is_active", True):
@@ -158,7 +178,7 @@ class JWTUser:
     is_superuser = False
 
     def __init__(self, claims: jwt_tokens.JWTClaims) -> None:
-        self.pk = self.id = claims.subject
+        self.pk = self.id = claims.owner_pk
         self.username = str(claims.claims.get("username", ""))
 
     def get_username(self) -> str:

@@ -8,6 +8,7 @@ allow-list all read the client's address through :func:`client_ip`, so a forged
 import functools
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 
 from django.http import HttpRequest
 
@@ -56,6 +57,19 @@ def client_ip(request: HttpRequest) -> str | None:
 def _allowed_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     # Memoised: a restricted token presents the same list on every request.
     return tuple(ipaddress.ip_network(entry) for entry in entries)
+
+
+def readable_networks(entries: Any) -> bool:
+    """Return whether *entries* is a list of at most 100 networks ``ip_allowed`` can read."""
+    if not isinstance(entries, list) or len(entries) > 100:
+        return False
+    if not all(isinstance(entry, str) for entry in entries):
+        return False
+    try:
+        _allowed_networks(tuple(entries))
+    except ValueError:
+        return False
+    return True
 
 
 def ip_allowed(ip: str | None, allowed: Sequence[str]) -> bool:

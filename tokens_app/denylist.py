@@ -1,48 +1,84 @@
-"""The JWT deny list: key ids of revoked API tokens, in a cache every process shares.
+"""The JWT deny list: which JWTs of which API tokens (and owners) must be refused early.
 
-A JWT is verified without SQL, so revoking its parent API token must reach every
-process another way: the revoke writes the parent's key id here, for as long as any JWT
-minted from it could still be valid, and every JWT verification reads it (one cache
-read). The alias (``JWT_DENY_LIST_CACHE``) must be shared by every process: Redis in
-production, a file-based cache on one host. A cache that cannot be read fails closed.
+A JWT is verified without SQL, so anything that takes power away from the API token
+it was minted from must reach every process another way: the change writes an entry
+here, for as long as any JWT it concerns could still be valid, and every JWT
+verification reads it (one cache round trip). Three kinds of entry:
+
+- the token was **revoked**: every JWT of its key id is refused;
+- the token was **rotated**: JWTs minted by an older secret version are refused from
+  the moment that secret stops (at once, or when the rotation grace ends);
+- the token, or its owner, was **narrowed** (scopes, guardrails; the owner deactivated,
+  demoted or deleted): every JWT minted up to that second is refused, so clients mint
+  new ones that carry what is allowed now.
+
+The alias (``JWT_DENY_LIST_CACHE``) must be shared by every process: Redis in
+production, a file-based cache on one host; it must never evict a live entry (a system
+check says so). A cache that cannot be read fails closed. Writes happen under the
+token's row lock (its revocation, rotation or update), so two writers of one key id
+never race their read-modify-write.
 """
 
 import logging
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from django.core.cache import caches
 
+from tokens_app import clock
 from tokens_app.conf import token_settings
 
 logger = logging.getLogger("tokens_app")
 
 _PREFIX = "tokens_app:jwt-deny:"
+_OWNER_PREFIX = "tokens_app:jwt-deny-owner:"
 
 
 class DenyListUnavailable(Exception):  # noqa: N818 — reads better at the raise sites
     """The deny-list cache could not be read: no JWT can be trusted until it can."""
 
 
-def _ttl_seconds() -> int:
+def _lifetime_seconds() -> int:
     jwt = token_settings().jwt
-    # As long as any JWT minted before the revoke could pass verification.
+    # As long as any JWT minted before the change could pass verification.
     return int(jwt.lifetime.total_seconds()) + jwt.leeway_seconds + 1
 
 
-def deny(key_id: str) -> bool:
-    """Record *key_id* as revoked for JWT purposes; return whether the cache took it.
+def _cache() -> Any:
+    return caches[token_settings().jwt.deny_list_cache]
 
-    Never raises: revoking the API token itself must not depend on the cache. A failed
-    write is logged as an error (its JWTs then live until they expire, at most
-    ``JWT_LIFETIME``, unless the cache is down, in which case every JWT is refused).
+
+def _entry(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return {"revoked": True} if value is not None else {}
+
+
+def _update(key: str, change: dict[str, Any], until: float, what: str) -> bool:
+    """Merge *change* into the entry at *key*, kept until *until* at least; never raise.
+
+    Revoking or rotating the API token itself must not depend on the cache. A failed
+    write is logged as an error: the JWTs concerned then live until they expire (at most
+    ``JWT_LIFETIME``), unless the cache is down, in which case every JWT is refused.
     """
-    cache = caches[token_settings().jwt.deny_list_cache]
+    cache = _cache()
+    now = clock.now().timestamp()
     try:
-        cache.set(_PREFIX + key_id, 1, timeout=_ttl_seconds())
+        entry = _entry(cache.get(key))
+        merged = {**entry, "until": max(float(entry.get("until", 0)), until)}
+        if change.get("revoked"):
+            merged["revoked"] = True
+        if "minted_until" in change:
+            merged["minted_until"] = max(int(entry.get("minted_until", 0)), change["minted_until"])
+        if "retired" in change:
+            merged["retired"] = _compact([*entry.get("retired", []), *change["retired"]], now)
+        cache.set(key, merged, timeout=max(1, math.ceil(merged["until"] - now)))
     except Exception as exc:  # the cache client's errors vary by backend
         logger.error(
-            "JWT deny list unavailable: JWTs of revoked key id %s stay valid until they "
-            "expire (%s)",
-            key_id,
+            "JWT deny list unavailable: JWTs of %s stay valid until they expire (%s)",
+            what,
             type(exc).__name__,
             exc_info=exc,
         )
@@ -50,11 +86,83 @@ def deny(key_id: str) -> bool:
     return True
 
 
-def is_denied(key_id: str) -> bool:
-    """Return whether *key_id* was revoked; raise ``DenyListUnavailable`` if unreadable."""
-    cache = caches[token_settings().jwt.deny_list_cache]
+def _compact(retired: Iterable[Any], now: float) -> list[list[float]]:
+    """Keep the retirements that can still refuse something, without redundant ones."""
+    pairs = sorted({(int(below), float(at)) for below, at in retired}, key=lambda p: (p[1], -p[0]))
+    kept: list[list[float]] = []
+    for below, at in pairs:
+        # A retirement already in force no later, for as many versions, makes this one moot.
+        if not any(other_below >= below and other_at <= at for other_below, other_at in kept):
+            kept.append([below, at])
+    in_force = [pair for pair in kept if pair[1] <= now]
+    # Of those in force, only the widest matters; pending ones stay until they start.
+    widest = [max(in_force, key=lambda pair: pair[0])] if in_force else []
+    return widest + [pair for pair in kept if pair[1] > now]
+
+
+def deny(key_id: str) -> bool:
+    """Refuse every JWT of the API token *key_id* (it was revoked); return whether stored."""
+    until = clock.now().timestamp() + _lifetime_seconds()
+    return _update(_PREFIX + key_id, {"revoked": True}, until, f"revoked key id {key_id}")
+
+
+def retire_versions(key_id: str, retirements: Iterable[tuple[int, datetime]]) -> bool:
+    """For each ``(below, at)``: from *at* on, refuse JWTs minted by secret versions < *below*."""
+    pairs = [(below, at.timestamp()) for below, at in retirements]
+    until = max(at for _below, at in pairs) + _lifetime_seconds()
+    return _update(_PREFIX + key_id, {"retired": pairs}, until, f"rotated key id {key_id}")
+
+
+def refuse_minted_until(key_id: str, moment: datetime) -> bool:
+    """Refuse the JWTs of *key_id* minted up to *moment* (the token was narrowed)."""
+    change = {"minted_until": math.floor(moment.timestamp())}
+    until = moment.timestamp() + _lifetime_seconds()
+    return _update(_PREFIX + key_id, change, until, f"narrowed key id {key_id}")
+
+
+def refuse_owner_minted_until(owner_pk: Any, moment: datetime) -> bool:
+    """Refuse every JWT of owner *owner_pk* minted up to *moment* (the owner lost power)."""
+    change = {"minted_until": math.floor(moment.timestamp())}
+    until = moment.timestamp() + _lifetime_seconds()
+    return _update(_OWNER_PREFIX + str(owner_pk), change, until, f"owner pk={owner_pk}")
+
+
+def _refusal(entry: dict[str, Any], issued_at: int, secret_version: int, now: float) -> str | None:
+    if entry.get("revoked"):
+        return "parent token revoked"
+    if issued_at <= int(entry.get("minted_until", -1)):
+        return "minted before a narrowing"
+    for below, at in entry.get("retired", []):
+        if at <= now and secret_version < below:
+            return "minted by a rotated secret"
+    return None
+
+
+def refusal(key_id: str, owner_pk: Any, issued_at: int, secret_version: int) -> str | None:
+    """Return why a JWT of *key_id* and owner *owner_pk* must be refused, or ``None``.
+
+    One cache round trip (``get_many``). Raise ``DenyListUnavailable`` if unreadable.
+    """
+    keys = [_PREFIX + key_id, _OWNER_PREFIX + str(owner_pk)]
     try:
-        return cache.get(_PREFIX + key_id) is not None
+        found = _cache().get_many(keys)
     except Exception as exc:  # the cache client's errors vary by backend
         logger.error("JWT deny list unreadable (%s)", type(exc).__name__, exc_info=exc)
         raise DenyListUnavailable from exc
+    now = clock.now().timestamp()
+    for key in keys:
+        if key in found:
+            reason = _refusal(_entry(found[key]), issued_at, secret_version, now)
+            if reason:
+                return reason
+    return None
+
+
+def is_denied(key_id: str) -> bool:
+    """Return whether every JWT of *key_id* is refused (revoked); raise if unreadable."""
+    try:
+        value = _cache().get(_PREFIX + key_id)
+    except Exception as exc:  # the cache client's errors vary by backend
+        logger.error("JWT deny list unreadable (%s)", type(exc).__name__, exc_info=exc)
+        raise DenyListUnavailable from exc
+    return bool(_entry(value).get("revoked"))

@@ -19,23 +19,30 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, denylist
-from tokens_app.conf import cached_until_settings_change, token_settings
+from tokens_app import clock, denylist, keys
+from tokens_app.client import readable_networks
+from tokens_app.conf import cached_until_settings_change, parse_rate, token_settings
 from tokens_app.models import APIToken
-from tokens_app.services.credentials import token_rate
+from tokens_app.services import authority
+from tokens_app.services.credentials import Budget
 
 TYPE = "at+jwt"
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "client_id")
+#: The version of the API token's secret that minted the JWT (rotation retires them).
+SECRET_VERSION_CLAIM = "secret_version"  # noqa: S105 — a claim name
+#: ``[[key id, rate], ...]``: the budgets of the token's ancestors, which it shares.
+SHARED_BUDGETS_CLAIM = "shared_rate_limits"
 MAX_LENGTH = 8192
 _KEY_TYPES = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey,
               "EdDSA": ed25519.Ed25519PublicKey}  # fmt: skip
@@ -162,35 +169,46 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def mint(token: APIToken, *, scope: str | None = None, audience: str | None = None) -> MintedJWT:
-    """Mint a JWT for the usable API token *token*; raise ``ValidationError`` on bad input.
-
-    *scope* (space-separated) must be a subset of what the token may do now; without it
-    the JWT gets all of that. *audience* must be one of ``JWT_AUDIENCES`` (default: the
-    first). The JWT expires after ``JWT_LIFETIME``, never after the token does.
-    """
-    conf = token_settings().jwt
-    now = clock.now()
-    errors: dict[str, Any] = {}
-    held = token.effective_scopes
+def _granted_scopes(held: frozenset[str], scope: Any, errors: dict[str, Any]) -> list[str]:
     if scope is None:
         granted = sorted(held)
     elif not isinstance(scope, str) or not scope.split():
-        granted = []
         errors["scope"] = _("Give one or more scopes separated by spaces.")
+        return []
     else:
         granted = sorted(set(scope.split()))
         if not set(granted) <= held:
             errors["scope"] = _("A JWT can carry only scopes its API token holds.")
+    if not granted and "scope" not in errors:
+        errors["scope"] = _("This API token holds no scope to put in a JWT.")
+    return granted
+
+
+def mint(token: APIToken, *, scope: str | None = None, audience: str | None = None) -> MintedJWT:
+    """Mint a JWT for the usable API token *token*; raise ``ValidationError`` on bad input.
+
+    *token* is the credential the request presented (``request.auth``): what it may do
+    and how long it lasts come from ``services.authority``, so a rotated token's previous
+    secret mints only JWTs that end with its grace. *scope* (space-separated) must be a
+    subset of what the token may do now; without it the JWT gets all of that. *audience*
+    must be one of ``JWT_AUDIENCES`` (default: the first). The JWT expires after
+    ``JWT_LIFETIME``, never after the credential does; it carries the token's networks,
+    every rate budget the token counts against, and the version of the presented secret.
+    """
+    conf = token_settings().jwt
+    now = clock.now()
+    credential = authority.credential_of(token.owner, token)
+    authority.authorize(credential, authority.Action.MINT_JWT, owner=token.owner)
+    bounds = authority.bounds_of(credential)
+    errors: dict[str, Any] = {}
+    granted = _granted_scopes(bounds.scopes or frozenset(), scope, errors)
     if audience is None:
         audience = conf.audiences[0]
     elif audience not in conf.audiences:
         errors["audience"] = _("Unknown audience.")
-    if not granted and "scope" not in errors:
-        errors["scope"] = _("This API token holds no scope to put in a JWT.")
     expires = now + conf.lifetime
-    if token.expires_at is not None:
-        expires = min(expires, token.expires_at)
+    if bounds.expires_at is not None:
+        expires = min(expires, bounds.expires_at)
     if _epoch(expires) <= _epoch(now) and "scope" not in errors:
         errors["expires_in"] = _("The API token expires too soon to mint a JWT.")
     if errors:
@@ -208,13 +226,16 @@ def mint(token: APIToken, *, scope: str | None = None, audience: str | None = No
         "scope": scope_claim,
         "client_id": token.key_id,
         "username": token.owner.get_username(),
+        SECRET_VERSION_CLAIM: authority.presented_secret_version(credential),
     }
-    # The parent's guardrails travel with the JWT, which is verified without its row.
-    if token.allowed_ips:
-        claims["allowed_ips"] = list(token.allowed_ips)
-    rate = token_rate(token)
-    if rate:
-        claims["rate_limit"] = rate
+    # The token's guardrails travel with the JWT, which is verified without its row.
+    if bounds.networks:
+        claims["allowed_ips"] = list(bounds.networks)
+    if bounds.rate:
+        claims["rate_limit"] = bounds.rate
+    shared = [[key_id, rate] for key_id, rate in bounds.budgets if key_id != token.key_id]
+    if shared:
+        claims[SHARED_BUDGETS_CLAIM] = shared
     headers = {"typ": TYPE, "kid": ring.signing_kid}
     encoded = jwt.encode(claims, ring.signing_key, algorithm=ring.algorithm, headers=headers)
     return MintedJWT(encoded, _epoch(expires) - _epoch(now), scope_claim)
@@ -252,8 +273,7 @@ class JWTClaims:
     @property
     def allowed_ips(self) -> list[str]:
         """The parent token's IP allow-list at minting (``[]``: anywhere)."""
-        value = self.claims.get("allowed_ips", [])
-        return value if isinstance(value, list) else ["invalid"]  # unreadable: allows nothing
+        return list(self.claims.get("allowed_ips", []))
 
     @property
     def rate_limit(self) -> str | None:
@@ -262,8 +282,20 @@ class JWTClaims:
         return value if isinstance(value, str) and value else None
 
     @property
+    def budgets(self) -> list[Budget]:
+        """Every budget a request with this JWT counts against: its token's and its ancestors'."""
+        own = [(self.key_id, self.rate_limit)] if self.rate_limit else []
+        shared = [(str(k), str(r)) for k, r in self.claims.get(SHARED_BUDGETS_CLAIM, [])]
+        return own + shared
+
+    @property
     def subject(self) -> str:
         return str(self.claims["sub"])
+
+    @property
+    def owner_pk(self) -> Any:
+        """The owner's primary key, as the user model's field reads it (checked by ``verify``)."""
+        return _user_pk(self.claims["sub"])
 
 
 def looks_like_jwt(value: str) -> bool:
@@ -282,6 +314,78 @@ def _unverified_header(raw: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidJWT("malformed header")
     return header
+
+
+def _user_pk(subject: Any) -> Any:
+    if not isinstance(subject, str):
+        raise ValidationError("sub")
+    return get_user_model()._meta.pk.to_python(subject)
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _check_times(claims: Mapping[str, Any], now: float) -> None:
+    """Check ``exp``, ``nbf`` and ``iat`` on our clock (the tests' seam), with the leeway.
+
+    A JWT claiming to live longer than ``JWT_LIFETIME`` was not minted here under the
+    current settings: it is refused however far ahead its ``exp`` lies.
+    """
+    conf = token_settings().jwt
+    exp, nbf, iat = claims["exp"], claims["nbf"], claims["iat"]
+    if not (_is_int(exp) and _is_int(nbf) and _is_int(iat)):
+        raise InvalidJWT("malformed time claims")
+    leeway = conf.leeway_seconds
+    if now >= exp + leeway:
+        raise InvalidJWT("ExpiredSignatureError")
+    if nbf > now + leeway or iat > now + leeway:
+        raise InvalidJWT("ImmatureSignatureError")
+    if exp - iat > conf.lifetime.total_seconds() + leeway:
+        raise InvalidJWT("lifetime longer than JWT_LIFETIME")
+
+
+def _well_formed_budgets(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= authority.MAX_LINEAGE_DEPTH + 1
+        and all(
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and keys.is_valid_key_id(entry[0])
+            and parse_rate(entry[1]) is not None
+            for entry in value
+        )
+    )
+
+
+def _check_claims(claims: Mapping[str, Any]) -> None:
+    """Refuse a signed JWT whose claims this server would never have written.
+
+    Only our own keys sign what reaches here, but a malformed claim must still be a
+    401, never a 500 or a 503 (a ``0/s`` rate would break the limiter).
+    """
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str) or not keys.is_valid_key_id(client_id):
+        raise InvalidJWT("malformed client_id")
+    if not isinstance(claims.get("scope"), str) or not isinstance(claims.get("jti"), str):
+        raise InvalidJWT("malformed claims", client_id)
+    if not isinstance(claims.get("username", ""), str):
+        raise InvalidJWT("malformed username", client_id)
+    try:
+        _user_pk(claims.get("sub"))
+    except (ValidationError, TypeError, ValueError):
+        raise InvalidJWT("malformed sub", client_id) from None
+    version = claims.get(SECRET_VERSION_CLAIM, 0)
+    if not _is_int(version) or version < 0:
+        raise InvalidJWT("malformed secret_version", client_id)
+    if "allowed_ips" in claims and not readable_networks(claims["allowed_ips"]):
+        raise InvalidJWT("malformed allowed_ips", client_id)
+    if "rate_limit" in claims and parse_rate(claims["rate_limit"]) is None:
+        raise InvalidJWT("malformed rate_limit", client_id)
+    if SHARED_BUDGETS_CLAIM in claims and not _well_formed_budgets(claims[SHARED_BUDGETS_CLAIM]):
+        raise InvalidJWT("malformed shared_rate_limits", client_id)
 
 
 def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
@@ -311,13 +415,24 @@ def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
             algorithms=[ring.algorithm],
             audience=list(conf.audiences) if any_audience else conf.audiences[0],
             issuer=conf.issuer,
-            leeway=timedelta(seconds=conf.leeway_seconds),
-            options={"require": list(REQUIRED_CLAIMS)},
+            # Times are checked below against tokens_app's clock, with the same leeway.
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
     except jwt.PyJWTError as error:
         raise InvalidJWT(type(error).__name__) from None
-    if not isinstance(claims.get("client_id"), str) or not isinstance(claims.get("scope"), str):
-        raise InvalidJWT("malformed claims")
-    if denylist.is_denied(claims["client_id"]):
-        raise InvalidJWT("parent token revoked", claims["client_id"])
+    _check_times(claims, clock.now().timestamp())
+    _check_claims(claims)
+    refused = denylist.refusal(
+        claims["client_id"],
+        _user_pk(claims["sub"]),
+        claims["iat"],
+        claims.get(SECRET_VERSION_CLAIM, 0),
+    )
+    if refused:
+        raise InvalidJWT(refused, claims["client_id"])
     return JWTClaims(claims)

@@ -139,6 +139,27 @@ class APIToken(models.Model):
         blank=True,
         help_text=_("Requests per period, such as 1000/h; empty means the configured default."),
     )
+    # Lineage: the token whose request created this one, if any. Everything derived from a
+    # token stays within it (services.authority) and is revoked with it.
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="children",
+        verbose_name=_("created by token"),
+    )
+    #: ``[[key id, rate limit], ...]`` of every ancestor, root first: the budgets this
+    #: token's requests also count against, read from the row authentication fetches.
+    ancestry = models.JSONField(_("ancestry"), default=list, blank=True, editable=False)
+    #: Counts rotations; JWTs carry the version of the secret that minted them, so the
+    #: deny list can retire a rotated secret's JWTs when the secret itself stops.
+    secret_version = models.PositiveIntegerField(_("secret version"), default=1, editable=False)
+
+    #: Set by authentication on the instance it returns (never stored): when the request
+    #: presented the previous secret of a rotation grace, the moment that secret stops.
+    presented_grace_until: datetime | None = None
 
     objects = APITokenQuerySet.as_manager()
 

@@ -18,7 +18,9 @@ from tokens_app.api.views import caller_token, service_error
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken
+from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
+from tokens_app.services import authority
 
 INACTIVE = {"active": False}
 
@@ -36,9 +38,10 @@ class IntrospectSerializer(StrictSerializer):
 class MintJWTView(APIView):
     """``POST``: a short-lived JWT for the API token this request carries (and only for one).
 
-    Only ``APITokenAuthentication`` runs here, so a session or a JWT cannot mint JWTs.
+    Only API tokens authenticate here, so a session or a JWT cannot mint JWTs.
     """
 
+    parser_classes = API_PARSERS
     authentication_classes: list[type[BaseAuthentication]] = [APITokenAuthentication]
     permission_classes: list[type[BasePermission]] = [IsAuthenticated]
 
@@ -84,8 +87,10 @@ def _describe_api_token(raw: str) -> dict[str, Any]:
         "token_type": "api_token",
         "client_id": token.key_id,
     }
-    if token.expires_at is not None:
-        answer["exp"] = _epoch(token.expires_at)
+    # A rotated token's previous secret ends with its grace: that is when *this* one expires.
+    expires_at = authority.bounds_of(authority.credential_of(token.owner, token)).expires_at
+    if expires_at is not None:
+        answer["exp"] = _epoch(expires_at)
     return {**answer, **_guardrails(token.allowed_ips, services.token_rate(token))}
 
 
@@ -120,6 +125,7 @@ class IntrospectView(APIView):
     Anything not usable right now is ``{"active": false}``, without saying why.
     """
 
+    parser_classes = API_PARSERS
     permission_classes = [HasScope]
     required_scopes = ["tokens:introspect"]
 

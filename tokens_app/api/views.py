@@ -33,6 +33,7 @@ from tokens_app.authentication import APITokenAuthentication
 from tokens_app.client import client_ip
 from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
+from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
 
 READ, WRITE = ["tokens:read"], ["tokens:write"]
@@ -46,6 +47,7 @@ _FIELD_FOR = {
 #: Who may manage tokens: an API token (bounded by itself as parent) or a session. Never a
 #: JWT: it cannot be the parent of a new token, and a long-lived token minted from a
 #: five-minute JWT would escape both its lifetime and its scopes.
+#: A JWT presented here gets the RFC 6750 ``invalid_token`` answer (see authentication).
 TOKEN_MANAGERS: list[type[BaseAuthentication]] = [APITokenAuthentication, SessionAuthentication]
 
 
@@ -80,6 +82,7 @@ def caller_token(request: Request) -> APIToken | None:
 class TokenListView(generics.ListAPIView[APIToken]):
     """``GET``: the caller's tokens (``?status=``, ``?all=true`` for managers); ``POST``: create."""
 
+    parser_classes = API_PARSERS
     authentication_classes = TOKEN_MANAGERS
     serializer_class = TokenSerializer
     pagination_class = TokenPagination
@@ -125,7 +128,7 @@ class TokenListView(generics.ListAPIView[APIToken]):
                 actor=request.user,
                 ip=client_ip(request),
                 via="api",
-                parent=caller_token(request),
+                parent=request.auth,
             )
         except ServiceError as error:
             raise service_error(error) from None
@@ -146,6 +149,7 @@ def own_token(request: Request, key_id: str) -> APIToken:
 class TokenDetailView(APIView):
     """``GET`` one token, ``PATCH`` its name or description, ``DELETE`` to revoke it."""
 
+    parser_classes = API_PARSERS
     authentication_classes = TOKEN_MANAGERS
     permission_classes = [HasScope]
     required_scopes = {"GET": READ, "PATCH": WRITE, "DELETE": WRITE}
@@ -161,7 +165,7 @@ class TokenDetailView(APIView):
             services.update_token(
                 token,
                 actor=request.user,
-                parent=caller_token(request),
+                parent=request.auth,
                 ip=client_ip(request),
                 via="api",
                 **serializer.validated_data,
@@ -172,7 +176,11 @@ class TokenDetailView(APIView):
 
     def delete(self, request: Request, key_id: str) -> Response:
         services.revoke_token(
-            own_token(request, key_id), actor=request.user, ip=client_ip(request), via="api"
+            own_token(request, key_id),
+            actor=request.user,
+            parent=request.auth,
+            ip=client_ip(request),
+            via="api",
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -180,6 +188,7 @@ class TokenDetailView(APIView):
 class TokenRotateView(APIView):
     """``POST``: a new secret for the same token, returned once."""
 
+    parser_classes = API_PARSERS
     authentication_classes = TOKEN_MANAGERS
     permission_classes = [HasScope]
     required_scopes = {"POST": WRITE}
@@ -192,6 +201,7 @@ class TokenRotateView(APIView):
             issued = services.rotate_token(
                 token,
                 actor=request.user,
+                parent=request.auth,
                 ip=client_ip(request),
                 via="api",
                 grace_seconds=serializer.validated_data["grace_seconds"],
@@ -207,6 +217,7 @@ class RevokeAllView(APIView):
     The token making the request is revoked too; the answer says how many were.
     """
 
+    parser_classes = API_PARSERS
     authentication_classes = TOKEN_MANAGERS
     permission_classes = [HasScope]
     required_scopes = {"POST": WRITE}
@@ -218,6 +229,7 @@ class RevokeAllView(APIView):
             revoked = services.revoke_all_tokens(
                 request.user,
                 actor=request.user,
+                parent=request.auth,
                 reason=serializer.validated_data.get("reason", ""),
                 ip=client_ip(request),
                 via="api",
@@ -230,6 +242,7 @@ class RevokeAllView(APIView):
 class CurrentTokenView(APIView):
     """The token that authenticated this request: ``GET`` it, or ``DELETE`` to revoke it."""
 
+    parser_classes = API_PARSERS
     authentication_classes = TOKEN_MANAGERS
     required_scopes = {"GET": READ}
 
@@ -254,6 +267,7 @@ class CurrentTokenView(APIView):
         services.revoke_token(
             self.current(request),
             actor=request.user,
+            parent=request.auth,
             ip=client_ip(request),
             reason="self-revoked",
             via="api",
@@ -265,6 +279,7 @@ class CurrentTokenView(APIView):
 class PasswordExchangeView(APIView):
     """``POST``: trade a username and password for a new token (for CLIs), rate-limited."""
 
+    parser_classes = API_PARSERS
     authentication_classes: list[type[BaseAuthentication]] = []  # credentials are in the body
     permission_classes = [AllowAny]
 

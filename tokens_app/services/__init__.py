@@ -12,24 +12,23 @@ from tokens_app.services.access import (
     tokens_for,
     visible_tokens,
 )
+from tokens_app.services.authority import NotPermitted
 from tokens_app.services.credentials import (
+    Budget,
     InvalidToken,
     RateLimiterUnavailable,
     TooManyAttempts,
     authenticate,
     check_password,
     count_password_attempt,
-    count_token_request,
+    count_token_requests,
+    token_budgets,
     token_rate,
 )
 from tokens_app.services.issuing import (
-    MAX_REASON_LENGTH,
     IssuedToken,
     issue_token,
     plan_token_update,
-    revoke_all_tokens,
-    revoke_token,
-    revoke_tokens,
     rotate_token,
     update_token,
 )
@@ -41,13 +40,21 @@ from tokens_app.services.notices import (
     OwnerNotice,
     notify_expiring_tokens,
 )
+from tokens_app.services.revoking import (
+    MAX_REASON_LENGTH,
+    revoke_all_tokens,
+    revoke_token,
+    revoke_tokens,
+)
 
 __all__ = [
     "MANAGE_ALL_PERMISSION",
     "MAX_REASON_LENGTH",
+    "Budget",
     "Finding",
     "InvalidToken",
     "IssuedToken",
+    "NotPermitted",
     "NoticeFailure",
     "NoticeResult",
     "OwnerNotice",
@@ -58,7 +65,7 @@ __all__ = [
     "can_manage_all",
     "check_password",
     "count_password_attempt",
-    "count_token_request",
+    "count_token_requests",
     "find_token",
     "issue_token",
     "may_issue_for",
@@ -71,6 +78,7 @@ __all__ = [
     "revoke_tokens",
     "rotate_token",
     "scan_lines",
+    "token_budgets",
     "token_rate",
     "token_states",
     "tokens_for",

@@ -1,6 +1,7 @@
 """Checking credentials: API tokens on every request, passwords on the exchange endpoint."""
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +70,8 @@ def authenticate(
     if not matches and _in_rotation_grace(token, now):
         matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
         upgraded = None  # the previous hash is retired, never upgraded
+        if matches:  # what this credential may still do: services.authority (GRACE)
+            token.presented_grace_until = token.previous_secret_valid_until
     if not matches:
         raise InvalidToken("wrong secret", token.key_id)
     status = token.status(now)
@@ -170,16 +173,44 @@ def token_rate(token: APIToken) -> str | None:
     return token.rate_limit or token_settings().default_token_rate
 
 
-def count_token_request(request: HttpRequest, key_id: str, rate: str | None) -> None:
-    """Count one authenticated request of the token *key_id*; raise when over *rate*.
+#: One rate budget: the key id it is counted under, and its rate.
+Budget = tuple[str, str]
 
-    Keyed by key id, so every process, and the token's JWTs, share one budget. Only
-    requests that authenticated count: a wrong secret cannot spend a token's budget.
-    No rate, no cost. A cache that cannot count raises ``RateLimiterUnavailable``.
+
+def token_budgets(token: APIToken) -> list[Budget]:
+    """Every budget a request of *token* counts against: its own and each ancestor's.
+
+    A token created by a token shares that token's budget (and so on up to the root),
+    so a family of tokens never goes faster than its root allows. Tokens without a rate
+    (and no ``DEFAULT_TOKEN_RATE``) add none: the common case costs nothing.
     """
-    if not rate:
-        return
-    usage = _usage(request, TOKEN_RATE_GROUP, lambda group, req: key_id, rate)
-    if usage is not None and usage["should_limit"]:
-        logger.warning("Token rate limit %s exceeded (key id %s)", rate, key_id)
-        raise TooManyAttempts(max(int(usage["time_left"]), 1))
+    default = token_settings().default_token_rate
+    own = token.rate_limit or default
+    found = [(token.key_id, own)] if own else []
+    for key_id, rate in token.ancestry:
+        if rate or default:
+            found.append((str(key_id), str(rate or default)))
+    return found
+
+
+def count_token_requests(request: HttpRequest, budgets: Sequence[Budget]) -> None:
+    """Count one authenticated request against each of *budgets*; raise when one is spent.
+
+    Keyed by key id, so every process, and the tokens' JWTs, share one budget. Only
+    requests that authenticated count: a wrong secret cannot spend a token's budget.
+    No budget, no cost. A cache that cannot count raises ``RateLimiterUnavailable``.
+    Every budget is counted even when an earlier one is spent, so a family's requests
+    are all charged to its root.
+    """
+    waits = []
+    for key_id, rate in budgets:
+        usage = _usage(request, TOKEN_RATE_GROUP, _constant_key(key_id), rate)
+        if usage is not None and usage["should_limit"]:
+            logger.warning("Token rate limit %s exceeded (key id %s)", rate, key_id)
+            waits.append(max(int(usage["time_left"]), 1))
+    if waits:
+        raise TooManyAttempts(max(waits))
+
+
+def _constant_key(value: str) -> Any:
+    return lambda group, request: value

@@ -1,4 +1,4 @@
-"""Issuing, changing, rotating and revoking tokens: every write to a token goes through here."""
+"""Issuing, changing and rotating tokens; what may be done is ``services.authority``'s to say."""
 
 import logging
 from collections.abc import Iterable
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict, Unpack
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -15,12 +15,22 @@ from django.utils.translation import ngettext
 from tokens_app import clock, denylist, hashing, keys, validation
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken, TokenEvent, token_database
-from tokens_app.services.access import can_manage_all, may_issue_for
+from tokens_app.services import authority
+from tokens_app.services.access import can_manage_all
+from tokens_app.services.audit import record_event
+from tokens_app.services.revoking import MAX_REASON_LENGTH, descendants, revoke_family
 
 logger = logging.getLogger("tokens_app")
 
-MAX_REASON_LENGTH = 200
+__all__ = ["MAX_REASON_LENGTH", "IssuedToken", "issue_token", "rotate_token", "update_token"]
+
 _KEY_ID_ATTEMPTS = 5
+#: Changing any of these changes what a token may do: its JWTs are re-minted, its
+#: descendants brought back within it.
+_POWER_FIELDS = frozenset({"scopes", "allowed_ips", "rate_limit"})
+
+# The audit helper's old name, for callers that still import it from here.
+_record = record_event
 
 
 @dataclass(frozen=True)
@@ -63,28 +73,7 @@ def _lock_owner(owner: Any) -> None:
     user_model._default_manager.select_for_update().filter(pk=owner.pk).exists()
 
 
-# --- issuing and revoking ---------------------------------------------------------------
-
-
-def _record(
-    token: APIToken,
-    kind: str,
-    *,
-    actor: Any,
-    ip: str | None,
-    via: str,
-    detail: dict[str, Any] | None = None,
-) -> TokenEvent:
-    return TokenEvent.objects.create(
-        token=token,
-        key_id=token.key_id,
-        kind=kind,
-        actor=actor if getattr(actor, "pk", None) else None,
-        created_at=clock.now(),
-        ip=ip,
-        via=via,
-        detail=detail or {},
-    )
+# --- issuing ------------------------------------------------------------------------------
 
 
 def _insert_with_fresh_key_id(token: APIToken) -> str:
@@ -115,7 +104,19 @@ def _issued_detail(token: APIToken) -> dict[str, Any]:
         detail["allowed_ips"] = token.allowed_ips
     if token.rate_limit:
         detail["rate_limit"] = token.rate_limit
+    if token.parent is not None:
+        detail["parent"] = token.parent.key_id
     return detail
+
+
+def _check_owner(credential: authority.Credential, owner: Any, errors: validation.Errors) -> None:
+    if owner is None or not getattr(owner, "is_active", False):
+        errors["owner"] = [_("The owner must be an active user.")]
+    else:
+        try:
+            authority.authorize(credential, authority.Action.CREATE, owner=owner)
+        except authority.NotPermitted as refused:
+            errors["owner"] = [refused.message]  # shown next to the owner a form asked for
 
 
 def issue_token(
@@ -130,141 +131,101 @@ def issue_token(
     actor: Any = None,
     ip: str | None = None,
     via: str = "",
-    parent: APIToken | None = None,
+    parent: Any = None,
     allowed_ips: Iterable[str] | str = (),
     rate_limit: str = "",
 ) -> IssuedToken:
     """Issue a token for *owner*; the one issuing path (admin, API and commands call it).
 
     Without an expiry the configured default lifetime applies. *parent* is the
-    token the request authenticated with, if any: the new token can hold no
-    scope, outlive no date, reach no network and go no faster than the parent can.
+    credential the request presented (``request.auth``), if any: a token it creates
+    can hold no scope, outlive no date, reach no network and go no faster than it can
+    (``services.authority.derive``), shares its rate budget and is revoked with it.
     *allowed_ips* (addresses or CIDR networks; empty: anywhere) and *rate_limit*
     (such as ``1000/h``; empty: ``DEFAULT_TOKEN_RATE``) are the token's guardrails.
-    Raise ``ValidationError`` (keyed by field) and write nothing when any rule is broken.
+    Raise ``ValidationError`` (keyed by field) and write nothing when any rule is broken,
+    ``authority.NotPermitted`` when the credential may not issue for *owner* at all.
     """
     now = clock.now()
-    errors: dict[str, list[Any]] = {}
-    if owner is None or not getattr(owner, "is_active", False):
-        errors["owner"] = [_("The owner must be an active user.")]
-    elif actor is not None and not may_issue_for(actor, owner):
-        errors["owner"] = [_("You may issue tokens only for yourself.")]
+    credential = authority.credential_of(actor, parent)
+    errors: validation.Errors = {}
+    _check_owner(credential, owner, errors)
     clean_name = validation.clean_name(name, errors)
     clean_description = validation.clean_description(description, errors)
-    scope_names = validation.clean_scopes(owner, scopes, parent, errors)
-    networks = validation.clean_allowed_ips(allowed_ips, parent, errors)
-    rate = validation.clean_rate_limit(rate_limit, actor, parent, errors)
-    expiry = validation.resolve_expiry(now, expires_at, expires_in, never_expires, parent, errors)
+    expiry, explicit = validation.resolve_expiry(now, expires_at, expires_in, never_expires, errors)
+    asked = authority.Grant(
+        scopes=validation.clean_scopes(owner, scopes, errors),
+        networks=validation.clean_allowed_ips(allowed_ips, errors),
+        rate=validation.clean_rate_limit(rate_limit, errors),
+        expires_at=expiry,
+        explicit_expiry=explicit and "expires_at" not in errors,
+    )
+    granted = authority.derive(credential, asked, errors, creating=True)
     if errors:
         raise ValidationError(errors)
+    parent_token, ancestry = authority.lineage_of(credential)
     token = APIToken(
         owner=owner,
         name=clean_name,
         description=clean_description,
-        scopes=scope_names,
-        allowed_ips=networks,
-        rate_limit=rate,
+        scopes=granted.scopes or [],
+        allowed_ips=granted.networks or [],
+        rate_limit=granted.rate or "",
         created_at=now,
         created_by=actor if getattr(actor, "pk", None) else None,
-        expires_at=expiry,
+        expires_at=granted.expires_at,
+        parent=parent_token,
+        ancestry=ancestry,
     )
     with transaction.atomic(using=token_database()):
         _lock_owner(owner)
         _check_owner_quota(owner, clean_name, now)
+        if parent_token is not None and not _still_usable(parent_token, now):
+            # Revoked while this request was in flight: nothing derived from it may appear.
+            raise ValidationError(_("The token making this request is no longer active."))
         plaintext = _insert_with_fresh_key_id(token)
-        _record(
-            token,
-            TokenEvent.Kind.ISSUED,
-            actor=actor,
-            ip=ip,
-            via=via,
-            detail=_issued_detail(token),
+        record_event(
+            token, TokenEvent.Kind.ISSUED, actor=actor, ip=ip, via=via, detail=_issued_detail(token)
         )
     logger.info("Issued API token %s for user pk=%s via %s", token.key_id, owner.pk, via or "code")
     return IssuedToken(token=token, plaintext=plaintext)
 
 
-def _clean_reason(reason: Any) -> str:
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+def _still_usable(token: APIToken, now: datetime) -> bool:
+    # Locked: a revocation of the parent either commits first (and is seen here) or
+    # waits for this insert (and then finds the new child among the descendants).
+    stored = (
+        APIToken.objects.select_for_update(of=("self",))
+        .select_related("owner")
+        .filter(pk=token.pk)
+        .first()
+    )
+    return stored is not None and stored.is_usable(now)
+
+
+# --- rotating -----------------------------------------------------------------------------
+
+
+def _clean_grace(grace_seconds: Any) -> int:
+    limit = token_settings().max_rotation_grace
+    if type(grace_seconds) is not int or not 0 <= grace_seconds <= limit.total_seconds():
         raise ValidationError(
             {
-                "reason": _("The reason must be text of at most %(max)d characters.")
-                % {"max": MAX_REASON_LENGTH}
+                "grace_seconds": _("Give a whole number of seconds from 0 to %(max)d.")
+                % {"max": int(limit.total_seconds())}
             }
         )
-    return reason.strip()
+    return grace_seconds
 
 
-def revoke_token(
-    token: APIToken,
-    *,
-    actor: Any = None,
-    reason: str = "",
-    ip: str | None = None,
-    via: str = "",
-) -> bool:
-    """Revoke *token* at once; the single revoke path. Return whether this call revoked it.
-
-    Revoking an already revoked token changes nothing and returns ``False``.
-    """
-    reason = _clean_reason(reason)
-    now = clock.now()
-    revoked_by = actor if getattr(actor, "pk", None) else None
-    with transaction.atomic(using=token_database()):
-        changed = APIToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=now, revoked_by=revoked_by, revoke_reason=reason
-        )
-        if changed:
-            _record(
-                token,
-                TokenEvent.Kind.REVOKED,
-                actor=actor,
-                ip=ip,
-                via=via,
-                detail={"reason": reason},
-            )
-            # Before the commit, so its JWTs are refused from the moment the revoke is
-            # visible (a rollback leaves an entry that only refuses JWTs early: safe).
-            denylist.deny(token.key_id)
-    token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
-    if changed:
-        logger.info("Revoked API token %s via %s", token.key_id, via or "code")
-    return bool(changed)
-
-
-def revoke_tokens(
-    tokens: Iterable[APIToken],
-    *,
-    actor: Any = None,
-    reason: str = "",
-    ip: str | None = None,
-    via: str = "",
-) -> int:
-    """Revoke each of *tokens* through :func:`revoke_token`; return how many this call revoked."""
-    return sum(revoke_token(t, actor=actor, reason=reason, ip=ip, via=via) for t in tokens)
-
-
-def revoke_all_tokens(
-    owner: Any,
-    *,
-    actor: Any = None,
-    reason: str = "",
-    ip: str | None = None,
-    via: str = "",
-) -> int:
-    """Revoke every token of *owner* not yet revoked (expired ones too); return how many.
-
-    The response to a compromised account: one step, one audit event per token, and
-    each token's JWTs refused (through :func:`revoke_token`). *actor* must be the owner
-    or manage every token (``None``: code or a command, trusted).
-    """
-    if actor is not None and not may_issue_for(actor, owner):
-        raise PermissionDenied(_("You may revoke only your own tokens."))
-    reason = _clean_reason(reason)
-    pending = APIToken.objects.for_owner(owner).filter(revoked_at__isnull=True).order_by("pk")
-    revoked = revoke_tokens(pending, actor=actor, reason=reason, ip=ip, via=via)
-    logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, via or "code")
-    return revoked
+def _retire_old_secrets(token: APIToken, now: datetime, grace_end: datetime | None) -> None:
+    # JWTs carry the version of the secret that minted them: they stop when it does. A
+    # secret two rotations old stops now even during a grace (only one previous is kept).
+    version = token.secret_version
+    if grace_end is None:
+        denylist.retire_versions(token.key_id, [(version, now)])
+    else:
+        denylist.retire_versions(token.key_id, [(version - 1, now), (version, grace_end)])
 
 
 def rotate_token(
@@ -274,36 +235,42 @@ def rotate_token(
     grace_seconds: int = 0,
     ip: str | None = None,
     via: str = "",
+    parent: Any = None,
 ) -> IssuedToken:
     """Give *token* a new secret, returned once; same record, scopes, name and expiry.
 
     The old secret stops working at once, or after *grace_seconds* (at most
-    ``MAX_ROTATION_GRACE``) so a deployment can switch over without downtime.
-    Only a usable token can be rotated.
+    ``MAX_ROTATION_GRACE``) so a deployment can switch over without downtime; JWTs
+    minted from it stop with it. Only a usable token can be rotated, and only by a
+    credential that covers it (``services.authority``): *parent* is the credential the
+    request presented, if any. Raise ``ValidationError`` or ``authority.NotPermitted``.
     """
-    limit = token_settings().max_rotation_grace
-    if type(grace_seconds) is not int or not 0 <= grace_seconds <= limit.total_seconds():
-        raise ValidationError(
-            {
-                "grace_seconds": _("Give a whole number of seconds from 0 to %(max)d.")
-                % {"max": int(limit.total_seconds())}
-            }
-        )
-    now = clock.now()
-    if not token.is_usable(now):
-        raise ValidationError(_("Only an active token can be rotated."))
+    grace_seconds = _clean_grace(grace_seconds)
+    credential = authority.credential_of(actor, parent)
     secret = keys.generate_secret()
-    keep_old = grace_seconds > 0
-    changes = {
-        "secret_hash": hashing.hash_secret(secret),
-        "previous_secret_hash": token.secret_hash if keep_old else "",
-        "previous_secret_valid_until": now + timedelta(seconds=grace_seconds) if keep_old else None,
-    }
     with transaction.atomic(using=token_database()):
+        # Locked and read again: concurrent rotations and revocations of one token run
+        # one after the other, and the decision is taken on the row as it is now.
+        current = (
+            APIToken.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .get(pk=token.pk)
+        )
+        now = clock.now()
+        if not current.is_usable(now):
+            raise ValidationError(_("Only an active token can be rotated."))
+        authority.authorize(credential, authority.Action.ROTATE, target=current)
+        grace_end = now + timedelta(seconds=grace_seconds) if grace_seconds else None
+        changes = {
+            "secret_hash": hashing.hash_secret(secret),
+            "previous_secret_hash": current.secret_hash if grace_end else "",
+            "previous_secret_valid_until": grace_end,
+            "secret_version": current.secret_version + 1,
+        }
         APIToken.objects.filter(pk=token.pk).update(**changes)
         for name, value in changes.items():
             setattr(token, name, value)
-        _record(
+        record_event(
             token,
             TokenEvent.Kind.ROTATED,
             actor=actor,
@@ -311,22 +278,26 @@ def rotate_token(
             via=via,
             detail={"grace_seconds": grace_seconds},
         )
+        _retire_old_secrets(token, now, grace_end)
     logger.info("Rotated API token %s via %s", token.key_id, via or "code")
     return IssuedToken(
         token=token, plaintext=keys.assemble(token_settings().prefix, token.key_id, secret)
     )
 
 
+# --- changing -----------------------------------------------------------------------------
+
+
 def _unchanged_networks(token: APIToken, allowed_ips: Any) -> bool:
     scratch: validation.Errors = {}
-    cleaned = validation.clean_allowed_ips(allowed_ips, None, scratch)
+    cleaned = validation.clean_allowed_ips(allowed_ips, scratch)
     return not scratch and cleaned == token.allowed_ips
 
 
 class TokenChanges(TypedDict, total=False):
     """What a token update may ask for: ``None`` (or absent) leaves a field as it is.
 
-    *parent* is the token the request authenticated with, which bounds the guardrails.
+    *parent* is the credential the request presented, which bounds the guardrails.
     """
 
     name: str | None
@@ -334,7 +305,34 @@ class TokenChanges(TypedDict, total=False):
     scopes: Iterable[str] | None
     allowed_ips: Iterable[str] | str | None
     rate_limit: str | None
-    parent: APIToken | None
+    parent: Any
+
+
+def _asked_grant(
+    token: APIToken, actor: Any, asked: TokenChanges, errors: validation.Errors
+) -> authority.Grant:
+    """The scopes and guardrails *asked* to change, syntax-checked; ``None``: unchanged."""
+    scopes, allowed_ips, rate_limit = (
+        asked.get("scopes"),
+        asked.get("allowed_ips"),
+        asked.get("rate_limit"),
+    )
+    names = None
+    if scopes is not None:
+        if not can_manage_all(actor):
+            errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
+        names = validation.clean_scopes(token.owner, scopes, errors)
+    # An unchanged guardrail is not judged again: a form re-sends every field, and a value
+    # someone else was entitled to set must not block a rename.
+    networks = None
+    if allowed_ips is not None and not _unchanged_networks(token, allowed_ips):
+        networks = validation.clean_allowed_ips(allowed_ips, errors)
+    rate = None
+    if rate_limit is not None and not (
+        isinstance(rate_limit, str) and rate_limit.strip() == token.rate_limit
+    ):
+        rate = validation.clean_rate_limit(rate_limit, errors)
+    return authority.Grant(scopes=names, networks=networks, rate=rate)
 
 
 def plan_token_update(
@@ -342,32 +340,30 @@ def plan_token_update(
 ) -> dict[str, Any]:
     """Return the fields that :func:`update_token` would change, with their new values.
 
-    Write nothing; raise ``ValidationError`` (keyed by field) when a rule is
-    broken. Forms call it to show errors before anything is saved. Whoever may
-    manage the token may change its guardrails, within the bounds of *parent* (the
-    token the request authenticated with) and of ``validation.rate_ceiling``.
+    Write nothing; raise ``ValidationError`` (keyed by field) when a rule is broken,
+    ``authority.NotPermitted`` when the credential may not change this token at all.
+    Forms call it to show errors before anything is saved. Whoever may manage the token
+    may change its guardrails, within the bounds of the credential that asks (the
+    *parent* the request presented) and of ``authority.rate_ceiling``.
     """
-    name, description, scopes = asked.get("name"), asked.get("description"), asked.get("scopes")
-    allowed_ips, rate_limit = asked.get("allowed_ips"), asked.get("rate_limit")
-    parent = asked.get("parent")
+    credential = authority.credential_of(actor, asked.get("parent"))
+    authority.authorize(credential, authority.Action.CHANGE, target=token)
     errors: validation.Errors = {}
     wanted: dict[str, Any] = {}
-    if name is not None:
-        wanted["name"] = validation.clean_name(name, errors)
-    if description is not None:
-        wanted["description"] = validation.clean_description(description, errors)
-    if scopes is not None:
-        if not can_manage_all(actor):
-            errors.setdefault("scopes", []).append(_("You may not change a token's scopes."))
-        wanted["scopes"] = validation.clean_scopes(token.owner, scopes, None, errors)
-    # An unchanged guardrail is not judged again: a form re-sends every field, and a value
-    # someone else was entitled to set must not block a rename.
-    if allowed_ips is not None and not _unchanged_networks(token, allowed_ips):
-        wanted["allowed_ips"] = validation.clean_allowed_ips(allowed_ips, parent, errors)
-    if rate_limit is not None and not (
-        isinstance(rate_limit, str) and rate_limit.strip() == token.rate_limit
+    if asked.get("name") is not None:
+        wanted["name"] = validation.clean_name(asked.get("name"), errors)
+    if asked.get("description") is not None:
+        wanted["description"] = validation.clean_description(asked.get("description"), errors)
+    granted = authority.derive(
+        credential, _asked_grant(token, actor, asked, errors), errors, creating=False
+    )
+    for name, value in (
+        ("scopes", granted.scopes),
+        ("allowed_ips", granted.networks),
+        ("rate_limit", granted.rate),
     ):
-        wanted["rate_limit"] = validation.clean_rate_limit(rate_limit, actor, parent, errors)
+        if value is not None:
+            wanted[name] = value
     if errors:
         raise ValidationError(errors)
     changes = {f: value for f, value in wanted.items() if getattr(token, f) != value}
@@ -376,6 +372,39 @@ def plan_token_update(
     if "name" in changes:
         _check_name_free(token.owner, changes["name"], clock.now(), exclude=token)
     return changes
+
+
+def _apply(
+    token: APIToken, changes: dict[str, Any], *, actor: Any, ip: str | None, via: str, **why: Any
+) -> None:
+    APIToken.objects.filter(pk=token.pk).update(**changes)
+    detail = {f: {"from": getattr(token, f), "to": value} for f, value in changes.items()}
+    for f, value in changes.items():
+        setattr(token, f, value)
+    record_event(
+        token, TokenEvent.Kind.UPDATED, actor=actor, ip=ip, via=via, detail={**detail, **why}
+    )
+
+
+def _narrow_descendants(token: APIToken, *, actor: Any, ip: str | None, via: str) -> None:
+    """Bring every token derived from *token* back within it (or revoke it), after a change."""
+    now = clock.now()
+    current = {token.pk: token}
+    for child in descendants(token):
+        parent = current.get(child.parent_id or 0)
+        if parent is None or parent.revoked_at is not None or child.revoked_at is not None:
+            continue
+        changes = authority.clamp_child(child, parent)
+        if changes is None:
+            revoke_family(
+                child, actor=actor, reason=f"narrowed with {token.key_id}", ip=ip, via=via, now=now
+            )
+            child.revoked_at = now
+        elif changes:
+            _apply(child, changes, actor=actor, ip=ip, via=via, ancestor=token.key_id)
+            if _POWER_FIELDS & set(changes):
+                denylist.refuse_minted_until(child.key_id, now)
+        current[child.pk] = child
 
 
 def update_token(
@@ -390,16 +419,17 @@ def update_token(
 
     Secrets, owners and dates never change here. Changing scopes needs the
     manage-all right and obeys the owner's grant policy; a revoked token is
-    frozen. Raise ``ValidationError`` and write nothing when a rule is broken.
+    frozen. A change to what the token may do also reaches what was derived from
+    it: its JWTs are refused (clients mint new ones) and its descendant tokens are
+    narrowed to fit. Raise ``ValidationError`` and write nothing when a rule is broken.
     """
     with transaction.atomic(using=token_database()):
         _lock_owner(token.owner)  # the name check below cannot be raced
         changes = plan_token_update(token, actor=actor, **asked)
         if not changes:
             return []
-        APIToken.objects.filter(pk=token.pk).update(**changes)
-        detail = {f: {"from": getattr(token, f), "to": value} for f, value in changes.items()}
-        for f, value in changes.items():
-            setattr(token, f, value)
-        _record(token, TokenEvent.Kind.UPDATED, actor=actor, ip=ip, via=via, detail=detail)
+        _apply(token, changes, actor=actor, ip=ip, via=via)
+        if _POWER_FIELDS & set(changes):
+            denylist.refuse_minted_until(token.key_id, clock.now())
+            _narrow_descendants(token, actor=actor, ip=ip, via=via)
     return list(changes)

@@ -14,7 +14,7 @@ from typing import Any
 from tokens_app import clock, keys
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken
-from tokens_app.services.issuing import revoke_token
+from tokens_app.services.revoking import revoke_token
 
 #: Status of a well-formed token (valid checksum) that this installation never issued,
 #: or has since pruned: another deployment's, a test fixture's, an example's.

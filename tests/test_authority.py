@@ -1,0 +1,336 @@
+"""The authority rule: what a credential may do to a token (issue 13 items 1, 2 and 9).
+
+Each attack is replayed as it was found, over HTTP, and must now fail; then the rule
+itself (``services.authority``) is pinned case by case.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.conftest import bearer
+from tokens_app import services
+from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services import authority
+
+pytestmark = pytest.mark.django_db
+
+TOKENS = "/api/tokens/"
+NOTES = "/api/notes/"
+WHOAMI = "/api/whoami/"
+MINT = "/api/auth/jwt/"
+HOME = "10.0.0.1"
+INVALID_BODY = {"detail": "Invalid token."}
+INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
+
+
+def rotate(client: APIClient, caller: str, key_id: str, grace: int = 0, ip: str = HOME) -> Any:
+    return client.post(
+        f"{TOKENS}{key_id}/rotate/",
+        {"grace_seconds": grace},
+        format="json",
+        REMOTE_ADDR=ip,
+        **bearer(caller),
+    )
+
+
+def works(plaintext: str, path: str = WHOAMI, ip: str = HOME) -> bool:
+    return APIClient().get(path, REMOTE_ADDR=ip, **bearer(plaintext)).status_code == 200
+
+
+def snapshot(token: APIToken) -> tuple[Any, ...]:
+    stored = APIToken.objects.get(pk=token.pk)
+    return (stored.secret_hash, stored.secret_version, stored.previous_secret_hash, stored.name)
+
+
+# --- item 1: rotation escalates -------------------------------------------------------------
+
+
+@pytest.fixture
+def weak(alice: Any, issue: Any, clock: Any) -> services.IssuedToken:
+    """The attacker's token: tokens:write only, restricted, rate-limited, one hour left."""
+    return issue(
+        alice,
+        ["tokens:write"],
+        allowed_ips=["10.0.0.0/8"],
+        rate_limit="100/h",
+        expires_in=timedelta(hours=1),
+    )
+
+
+@pytest.fixture
+def strong(alice: Any, issue: Any, clock: Any) -> services.IssuedToken:
+    """The victim: notes:write + tokens:introspect, anywhere, no rate, 30 days left."""
+    return issue(alice, ["notes:write", "tokens:introspect"], expires_in=timedelta(days=30))
+
+
+def test_weak_token_cannot_rotate_a_stronger_sibling(api, weak, strong):
+    before = snapshot(strong.token)
+    response = rotate(api, weak.plaintext, strong.token.key_id)
+    assert response.status_code == 403
+    assert "token" not in response.json()
+    assert "no more than it can" in response.json()["detail"]
+    assert snapshot(strong.token) == before
+    assert not TokenEvent.objects.filter(kind="rotated").exists()
+    # The victim's secret still works, from anywhere.
+    assert works(strong.plaintext, NOTES, ip="203.0.113.7")
+
+
+@pytest.mark.parametrize(
+    ("caller_rate", "sibling", "reason"),
+    [
+        ("", {"scopes": ["notes:read"]}, "a scope the caller lacks"),
+        ("", {"expires_in": timedelta(days=2)}, "a later expiry"),
+        ("", {"allowed_ips": []}, "no networks: anywhere"),
+        ("", {"allowed_ips": ["192.0.2.0/24"]}, "networks outside the caller's"),
+        ("100/h", {}, "a rate budget of its own"),
+    ],
+)
+def test_each_way_of_exceeding_the_caller_refuses_rotation(
+    api, alice, issue, clock, caller_rate, sibling, reason
+):
+    caller = issue(
+        alice,
+        ["tokens:write"],
+        allowed_ips=["10.0.0.0/8"],
+        rate_limit=caller_rate,
+        expires_in=timedelta(hours=1),
+    )
+    # Covered in every other way: fewer or equal scopes, earlier expiry, inside the networks.
+    covered = {"scopes": ["tokens:read"], "expires_in": timedelta(minutes=30)}
+    covered["allowed_ips"] = ["10.1.0.0/16"]
+    target = issue(alice, **{**covered, **sibling}).token
+    before = snapshot(target)
+    assert rotate(api, caller.plaintext, target.key_id).status_code == 403, reason
+    assert snapshot(target) == before
+    if not caller_rate:  # the control: the same sibling without the excess is rotated
+        control = issue(alice, **covered).token
+        assert rotate(api, caller.plaintext, control.key_id).status_code == 200
+
+
+def test_weak_token_cannot_change_a_stronger_sibling(api, weak, strong):
+    before = snapshot(strong.token)
+    response = api.patch(
+        f"{TOKENS}{strong.token.key_id}/",
+        {"name": "mine-now"},
+        format="json",
+        REMOTE_ADDR=HOME,
+        **bearer(weak.plaintext),
+    )
+    assert response.status_code == 403
+    assert snapshot(strong.token) == before
+
+
+def test_token_may_rotate_itself_and_what_it_created(api, weak):
+    child = api.post(
+        TOKENS,
+        {"name": "child", "scopes": ["tokens:read"]},
+        format="json",
+        REMOTE_ADDR=HOME,
+        **bearer(weak.plaintext),
+    ).json()
+    rotated_child = rotate(api, weak.plaintext, child["id"])
+    assert rotated_child.status_code == 200
+    assert works(rotated_child.json()["token"])
+    assert not works(child["token"])
+    rotated_self = rotate(api, weak.plaintext, weak.token.key_id)
+    assert rotated_self.status_code == 200
+    assert works(rotated_self.json()["token"])
+
+
+def test_token_may_rotate_a_sibling_it_covers(api, alice, issue, clock):
+    # No rates anywhere, same networks (none), an earlier expiry, fewer scopes: covered.
+    caller = issue(alice, ["tokens:write", "notes:write"], expires_in=timedelta(days=10))
+    sibling = issue(alice, ["notes:read"], expires_in=timedelta(days=5))
+    response = rotate(api, caller.plaintext, sibling.token.key_id)
+    assert response.status_code == 200
+    assert works(response.json()["token"])
+
+
+def test_session_owner_may_rotate_any_own_token(alice, strong):
+    client = APIClient()
+    client.force_login(alice)
+    response = client.post(f"{TOKENS}{strong.token.key_id}/rotate/", {}, format="json")
+    assert response.status_code == 200
+
+
+# --- item 2: the previous secret during a rotation grace --------------------------------------
+
+
+@pytest.fixture
+def rotated(api: APIClient, alice: Any, issue: Any, clock: Any) -> dict[str, Any]:
+    """A token rotated with a one-hour grace: its old and new secrets, and the grace end."""
+    issued = issue(
+        alice, ["tokens:write", "notes:read"], expires_in=timedelta(days=30), allowed_ips=[]
+    )
+    response = rotate(api, issued.plaintext, issued.token.key_id, grace=3600)
+    assert response.status_code == 200
+    return {
+        "token": issued.token,
+        "old": issued.plaintext,
+        "new": response.json()["token"],
+        "grace_end": clock.current + timedelta(hours=1),
+    }
+
+
+def test_old_secret_still_finishes_work_in_progress(rotated):
+    assert works(rotated["old"], NOTES)
+    assert works(rotated["new"], NOTES)
+
+
+def test_old_secret_creates_only_children_that_end_with_the_grace(api, rotated):
+    response = api.post(
+        TOKENS,
+        {"name": "kept-access", "scopes": ["notes:read"]},
+        format="json",
+        **bearer(rotated["old"]),
+    )
+    assert response.status_code == 201
+    child = APIToken.objects.get(key_id=response.json()["id"])
+    assert child.expires_at == rotated["grace_end"]
+    assert child.parent_id == rotated["token"].pk
+
+
+def test_old_secret_cannot_ask_for_a_child_outliving_the_grace(api, rotated):
+    before = APIToken.objects.count()
+    response = api.post(
+        TOKENS,
+        {"name": "kept-access", "scopes": ["notes:read"], "expires_in_days": 7},
+        format="json",
+        **bearer(rotated["old"]),
+    )
+    assert response.status_code == 400
+    assert "expires_at" in response.json()
+    assert APIToken.objects.count() == before
+
+
+@pytest.mark.parametrize("grace", [0, 60, 3600])
+def test_old_secret_cannot_rotate_again_and_lock_the_owner_out(api, rotated, grace, clock):
+    before = snapshot(rotated["token"])
+    response = rotate(api, rotated["old"], rotated["token"].key_id, grace=grace)
+    assert response.status_code == 403
+    assert "Use the new secret" in response.json()["detail"]
+    assert snapshot(rotated["token"]) == before
+    assert works(rotated["new"], NOTES)
+
+
+def test_old_secret_cannot_change_the_token(api, rotated):
+    before = snapshot(rotated["token"])
+    response = api.patch(
+        f"{TOKENS}{rotated['token'].key_id}/",
+        {"allowed_ips": ["10.0.0.0/8"]},
+        format="json",
+        **bearer(rotated["old"]),
+    )
+    assert response.status_code == 403
+    assert snapshot(rotated["token"]) == before
+    assert APIToken.objects.get(pk=rotated["token"].pk).allowed_ips == []
+
+
+def test_old_secret_mints_jwts_that_end_with_the_grace(api, rotated, clock):
+    response = api.post(MINT, {}, format="json", **bearer(rotated["old"]))
+    assert response.status_code == 200
+    clock.advance(minutes=59, seconds=50)
+    rotated_jwt = response.json()["access_token"]
+    assert response.json()["expires_in"] == 300
+    assert works(rotated_jwt, NOTES) is False  # minted 59m50s ago with a 5-minute life
+    fresh = api.post(MINT, {}, format="json", **bearer(rotated["old"])).json()
+    assert fresh["expires_in"] == 10  # the grace ends in ten seconds
+    assert works(fresh["access_token"], NOTES)
+    clock.advance(seconds=10)
+    assert not works(fresh["access_token"], NOTES)
+    assert not works(rotated["old"], NOTES)
+    assert works(rotated["new"], NOTES)
+
+
+def test_old_secret_may_still_revoke_the_token(api, rotated):
+    # A leaked old secret can always be used to kill the token: revocation hands out nothing.
+    response = api.delete(f"{TOKENS}current/", **bearer(rotated["old"]))
+    assert response.status_code == 204
+    assert not works(rotated["new"])
+
+
+def test_new_secret_may_end_the_grace_at_once(api, rotated):
+    response = rotate(api, rotated["new"], rotated["token"].key_id, grace=0)
+    assert response.status_code == 200
+    assert not works(rotated["old"])
+    assert not works(rotated["new"])
+    assert works(response.json()["token"])
+
+
+# --- item 9: a JWT where only API tokens count ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", TOKENS),
+        ("post", TOKENS),
+        ("get", f"{TOKENS}current/"),
+        ("post", f"{TOKENS}revoke-all/"),
+        ("post", MINT),
+    ],
+)
+def test_jwt_on_token_endpoints_gets_the_invalid_token_challenge(api, alice, issue, method, path):
+    issued = issue(alice, ["tokens:write", "notes:read"])
+    jwt = api.post(MINT, {}, format="json", **bearer(issued.plaintext)).json()["access_token"]
+    before = (APIToken.objects.count(), TokenEvent.objects.count())
+    response = getattr(api, method)(path, {}, format="json", **bearer(jwt))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == INVALID_CHALLENGE
+    assert response.json() == INVALID_BODY
+    assert (APIToken.objects.count(), TokenEvent.objects.count()) == before
+
+
+def test_jwt_next_to_a_session_is_still_refused(alice, issue):
+    issued = issue(alice, ["tokens:write"])
+    client = APIClient()
+    jwt = client.post(MINT, {}, format="json", **bearer(issued.plaintext)).json()["access_token"]
+    client.force_login(alice)
+    response = client.get(TOKENS, **bearer(jwt))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == INVALID_CHALLENGE
+
+
+# --- the rule itself ---------------------------------------------------------------------------
+
+
+def test_credential_kinds(alice, issue, rotated):
+    token = issue(alice).token
+    assert authority.credential_of(None).kind is authority.Kind.OPERATOR
+    assert authority.credential_of(alice).kind is authority.Kind.USER
+    assert authority.credential_of(alice, token).kind is authority.Kind.TOKEN
+    assert authority.credential_of(alice, object()).kind is authority.Kind.OTHER
+    grace = services.authenticate(rotated["old"])
+    assert authority.credential_of(alice, grace).kind is authority.Kind.GRACE
+    assert services.authenticate(rotated["new"]).presented_grace_until is None
+
+
+@pytest.mark.parametrize("action", list(authority.Action))
+def test_other_credentials_may_do_nothing(alice, issue, action):
+    token = issue(alice).token
+    with pytest.raises(authority.NotPermitted):
+        authority.authorize(authority.credential_of(alice, object()), action, target=token)
+
+
+@pytest.mark.parametrize("action", list(authority.Action))
+def test_a_token_never_acts_for_another_owner(alice, bob, issue, action):
+    mine, theirs = issue(alice, ["tokens:write"]).token, issue(bob).token
+    credential = authority.credential_of(alice, mine)
+    with pytest.raises(authority.NotPermitted):
+        authority.authorize(credential, action, target=theirs)
+
+
+def test_managers_token_acts_only_for_its_owner(alice, superuser, issue):
+    manager_token = issue(superuser, ["tokens:write"]).token
+    with pytest.raises(authority.NotPermitted):
+        services.revoke_token(issue(alice).token, actor=superuser, parent=manager_token)
+    # The same manager in a session (the admin) may.
+    assert services.revoke_token(issue(alice).token, actor=superuser) is True
+
+
+def test_only_an_api_token_mints_jwts(alice):
+    with pytest.raises(authority.NotPermitted):
+        authority.authorize(authority.credential_of(alice), authority.Action.MINT_JWT, owner=alice)

@@ -1,0 +1,398 @@
+"""The one authority rule: what a credential may do to a token, and what it may obtain.
+
+Every path that creates, changes, rotates, revokes or derives a credential asks here
+(``services.issuing`` for tokens, ``tokens_app.jwt_tokens`` for JWTs); adapters (API
+views, admin, commands) only say who is asking. Two questions, two functions:
+
+- :func:`authorize`: may this credential do this action (to this token, for this owner)?
+- :func:`derive` and :func:`covers`: the *result check*. Whatever an action hands
+  out (a new token, a rotated token's secret, a JWT) stays within the credential that
+  asked, in scopes, expiry, networks and rate, and, through lineage, transitively up
+  to the owner.
+
+The credentials, strongest first:
+
+- ``OPERATOR``: code or a management command (no actor, nothing presented). Trusted.
+- ``USER``: a person who proved it with a password or a session. Manages their own
+  tokens (every token, with the manage-all right); bounded only by the grant policy.
+- ``TOKEN``: an API token's current secret. Acts on its owner's tokens, and only on
+  those that can do no more than it can (:func:`covers`); whatever it creates stays
+  within it and counts against its rate.
+- ``GRACE``: a rotated token's previous secret, during the rotation grace. It is for
+  finishing work in flight: it authenticates requests until the grace ends, may revoke,
+  and may derive only what ends when the grace does; it may not rotate or change.
+- ``OTHER``: a JWT, or any credential this module cannot bound. It may not act on
+  tokens at all (a long-lived token minted from a five-minute JWT escapes both).
+
+Revocation is allowed to every credential that may manage the owner's tokens, however
+weak: it takes power away and hands nothing out, and it is what a leak response needs.
+"""
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.utils.translation import gettext_lazy as _
+
+from tokens_app import scopes
+from tokens_app.conf import parse_rate, token_settings
+from tokens_app.models import APIToken
+from tokens_app.services.access import can_manage_all, may_issue_for
+from tokens_app.services.credentials import Budget, token_budgets, token_rate
+
+#: How many generations of tokens a token may create below itself: each generation adds
+#: one rate-limit counter to every request of its descendants.
+MAX_LINEAGE_DEPTH = 5
+
+Errors = dict[str, list[Any]]
+
+
+class Kind(StrEnum):
+    OPERATOR = "operator"
+    USER = "user"
+    TOKEN = "token"  # noqa: S105 — a kind of credential
+    GRACE = "grace"
+    OTHER = "other"
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    CHANGE = "change"
+    ROTATE = "rotate"
+    REVOKE = "revoke"
+    MINT_JWT = "mint_jwt"
+
+
+class NotPermitted(PermissionDenied):
+    """The credential may not do this; the message says why (shown to the caller)."""
+
+    def __init__(self, message: Any) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who asks: the kind, the person acting, and the token presented (if any)."""
+
+    kind: Kind
+    user: Any = None
+    token: APIToken | None = None
+    #: For ``GRACE``: when the presented (previous) secret stops.
+    grace_until: datetime | None = None
+
+
+def credential_of(actor: Any, presented: Any = None) -> Credential:
+    """Name the credential of a request: *actor* acts, presenting *presented* (``request.auth``).
+
+    An ``APIToken`` is a ``TOKEN``, or ``GRACE`` when authentication matched its previous
+    secret; nothing presented is a ``USER`` (a session, a password), or the ``OPERATOR``
+    when there is no actor either; anything else (a JWT) is ``OTHER``.
+    """
+    if isinstance(presented, APIToken):
+        grace_until = presented.presented_grace_until
+        kind = Kind.TOKEN if grace_until is None else Kind.GRACE
+        return Credential(kind, presented.owner, presented, grace_until)
+    if presented is not None:
+        return Credential(Kind.OTHER, actor)
+    return Credential(Kind.USER, actor) if actor is not None else Credential(Kind.OPERATOR)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The most a credential can hand on; ``None`` (or empty) means no limit of that kind."""
+
+    scopes: frozenset[str] | None = None
+    expires_at: datetime | None = None
+    networks: tuple[str, ...] = ()
+    #: The loosest rate a derived token may have (``None``: any, as far as the credential goes).
+    rate: str | None = None
+    #: The rate budgets every request of a derived credential also counts against.
+    budgets: tuple[Budget, ...] = ()
+    #: The ``ancestry`` a token created by this credential gets (``[[key id, rate], ...]``).
+    ancestry: tuple[tuple[str, str], ...] = field(default=())
+
+
+UNBOUNDED = Bounds()
+
+
+def bounds_of(credential: Credential) -> Bounds:
+    """Return what *credential* can hand on: a token's own limits, the grace end for ``GRACE``."""
+    token = credential.token
+    if token is None:
+        return UNBOUNDED
+    expires_at = token.expires_at
+    if credential.grace_until is not None:
+        expires_at = min(filter(None, (expires_at, credential.grace_until)))
+    lineage = tuple((str(k), str(r)) for k, r in token.ancestry)
+    return Bounds(
+        scopes=token.effective_scopes,
+        expires_at=expires_at,
+        networks=tuple(token.allowed_ips),
+        rate=token_rate(token),
+        budgets=tuple(token_budgets(token)),
+        ancestry=(*lineage, (token.key_id, token.rate_limit)),
+    )
+
+
+def presented_secret_version(credential: Credential) -> int:
+    """The version of the secret *credential* presented (a JWT carries it; see ``denylist``)."""
+    token = credential.token
+    if token is None:
+        return 0
+    return token.secret_version - 1 if credential.kind is Kind.GRACE else token.secret_version
+
+
+# --- may it act? ---------------------------------------------------------------------------
+
+
+def _manages_owner(credential: Credential, owner: Any) -> bool:
+    if credential.kind is Kind.OPERATOR:
+        return True
+    if credential.token is not None:
+        # A token acts for its own owner only, even a manager's: least privilege.
+        return getattr(owner, "pk", None) == credential.token.owner_id
+    return may_issue_for(credential.user, owner)
+
+
+def authorize(
+    credential: Credential, action: Action, *, owner: Any = None, target: APIToken | None = None
+) -> None:
+    """Raise ``NotPermitted`` unless *credential* may do *action* to *target* (or for *owner*).
+
+    The single answer to "may this credential do this": the services call it before any
+    write, so no adapter can forget it.
+    """
+    if credential.kind is Kind.OTHER:
+        raise NotPermitted(_("This credential cannot manage API tokens."))
+    subject_owner = target.owner if target is not None else owner
+    if not _manages_owner(credential, subject_owner):
+        raise NotPermitted(_("You may manage only your own tokens."))
+    if action is Action.MINT_JWT and credential.token is None:
+        raise NotPermitted(_("Only an API token can mint a JWT."))
+    if action not in (Action.CHANGE, Action.ROTATE):
+        return
+    if credential.kind is Kind.GRACE:
+        raise NotPermitted(
+            _(
+                "The previous secret of a rotated token only finishes work in progress: "
+                "it cannot rotate or change tokens. Use the new secret."
+            )
+        )
+    if target is not None and not covers(credential, target):
+        raise NotPermitted(
+            _("A token can rotate or change only tokens that can do no more than it can.")
+        )
+
+
+def _networks_within(inner: Iterable[str], outer: Sequence[str]) -> bool:
+    """Whether every network of *inner* lies in one of *outer* (empty *inner*: anywhere)."""
+    try:
+        bounds = [ipaddress.ip_network(entry) for entry in outer]
+        nets = [ipaddress.ip_network(entry) for entry in inner]
+    except (TypeError, ValueError):
+        return False  # an unreadable stored list covers nothing
+    if not nets:
+        return not bounds
+    return all(
+        any(net.version == b.version and net.subnet_of(b) for b in bounds)  # type: ignore[arg-type]
+        for net in nets
+    )
+
+
+def covers(credential: Credential, target: APIToken) -> bool:
+    """Whether *target* can do no more than *credential*: the result check of a rotation.
+
+    Rotating hands out the target's secret, so the target's grants, expiry, networks and
+    rate budgets must all lie within the credential's: its granted scopes (with their
+    implications) a subset, an expiry no later, networks inside, and every budget the
+    credential counts against counted by the target too (itself, or a token it created).
+    A change (guardrails, name) is judged the same way: a weaker token may neither take
+    over a stronger one nor lock its holder out.
+    """
+    token = credential.token
+    if token is None:
+        return credential.kind in (Kind.OPERATOR, Kind.USER)
+    bounds = bounds_of(credential)
+    registry = scopes.registry()
+    if not registry.expand(target.scopes) <= registry.expand(token.scopes):
+        return False
+    if bounds.expires_at is not None and (
+        target.expires_at is None or target.expires_at > bounds.expires_at
+    ):
+        return False
+    if bounds.networks and not _networks_within(target.allowed_ips, bounds.networks):
+        return False
+    return set(bounds.budgets) <= set(token_budgets(target))
+
+
+# --- what may it obtain? -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The limits asked for a new token (or asked to change), after syntax checks."""
+
+    scopes: list[str] | None = None
+    networks: list[str] | None = None
+    rate: str | None = None
+    expires_at: datetime | None = None
+    #: Whether *expires_at* was asked for (else it is the configured default).
+    explicit_expiry: bool = True
+
+
+def rate_ceiling(credential: Credential, bounds: Bounds) -> str | None:
+    """The loosest rate *credential* may give a token (``None``: any).
+
+    A token made or changed by a token is never looser than that token's rate. Apart
+    from that, whoever manages every token (and code or a command) may set any rate;
+    owners may only tighten ``DEFAULT_TOKEN_RATE``.
+    """
+    if bounds.rate:
+        return bounds.rate
+    if credential.kind is Kind.OPERATOR or can_manage_all(credential.user):
+        return None
+    return token_settings().default_token_rate
+
+
+def _per_second(rate: str) -> float:
+    count, seconds = parse_rate(rate) or (0, 1)
+    return count / seconds
+
+
+def _bound_scopes(names: list[str], bounds: Bounds, errors: Errors) -> list[str]:
+    beyond = [n for n in names if bounds.scopes is not None and n not in bounds.scopes]
+    if beyond:
+        errors.setdefault("scopes", []).append(
+            _("A token cannot grant scopes it does not hold: %(scopes)s.")
+            % {"scopes": ", ".join(beyond)}
+        )
+    return names
+
+
+def _bound_networks(networks: list[str], bounds: Bounds, errors: Errors) -> list[str]:
+    if not bounds.networks:
+        return networks
+    if not networks:
+        return list(bounds.networks)  # inherited: a restricted token cannot mint an open one
+    outside = [net for net in networks if not _networks_within([net], bounds.networks)]
+    if outside:
+        errors.setdefault("allowed_ips", []).append(
+            _("A token cannot allow networks its parent token does not: %(networks)s.")
+            % {"networks": ", ".join(sorted(outside))}
+        )
+        return []
+    return networks
+
+
+def _bound_rate(rate: str, credential: Credential, bounds: Bounds, errors: Errors) -> str:
+    ceiling = rate_ceiling(credential, bounds)
+    if ceiling is None:
+        return rate
+    if rate == "" and bounds.rate:
+        return ceiling  # inherited from the parent token, like its networks
+    effective = rate or token_settings().default_token_rate or ceiling
+    if _per_second(effective) > _per_second(ceiling):
+        errors.setdefault("rate_limit", []).append(
+            _("The rate may be at most %(max)s.") % {"max": ceiling}
+        )
+        return ""
+    return rate
+
+
+def _bound_expiry(grant: Grant, bounds: Bounds, errors: Errors) -> datetime | None:
+    limit = bounds.expires_at
+    if limit is None or (grant.expires_at is not None and grant.expires_at <= limit):
+        return grant.expires_at
+    if grant.explicit_expiry:
+        errors.setdefault("expires_at", []).append(
+            _("A token cannot outlive the token that creates it.")
+        )
+        return None
+    return limit  # by default a derived token ends with the credential that made it
+
+
+def derive(credential: Credential, grant: Grant, errors: Errors, *, creating: bool) -> Grant:
+    """Return *grant* held within *credential*: inherited limits filled in, excess refused.
+
+    The result check of creating (*creating*) and changing a token: a limit the
+    credential has (its scopes, expiry, networks, rate) is inherited when not asked for
+    and refused when exceeded; errors are collected by field, as validation's are.
+    Fields left ``None`` in *grant* (not being changed) are left alone; a change never
+    touches the expiry.
+    """
+    bounds = bounds_of(credential)
+    if creating and len(bounds.ancestry) > MAX_LINEAGE_DEPTH:
+        errors.setdefault("__all__", []).append(
+            _("Tokens can create tokens at most %(max)d generations deep.")
+            % {"max": MAX_LINEAGE_DEPTH}
+        )
+    return Grant(
+        scopes=None if grant.scopes is None else _bound_scopes(grant.scopes, bounds, errors),
+        networks=None
+        if grant.networks is None
+        else _bound_networks(grant.networks, bounds, errors),
+        rate=None if grant.rate is None else _bound_rate(grant.rate, credential, bounds, errors),
+        expires_at=_bound_expiry(grant, bounds, errors) if creating else None,
+        explicit_expiry=grant.explicit_expiry,
+    )
+
+
+def lineage_of(credential: Credential) -> tuple[APIToken | None, list[list[str]]]:
+    """The parent and ``ancestry`` of a token *credential* creates (none for people)."""
+    if credential.token is None:
+        return None, []
+    return credential.token, [list(entry) for entry in bounds_of(credential).ancestry]
+
+
+# --- keeping descendants within their parents ---------------------------------------------
+
+
+def clamp_child(child: APIToken, parent: APIToken) -> dict[str, Any] | None:
+    """Return the changes that bring *child* back within *parent*; ``None``: revoke it.
+
+    Called for every descendant after a token is narrowed (scopes, networks, rate): a
+    token derived from another never keeps more than its parent has now. A child left
+    with no scope, or no network its parent allows, can do nothing and is revoked.
+    """
+    registry = scopes.registry()
+    held = registry.expand(parent.scopes)
+    changes: dict[str, Any] = {}
+    kept = [name for name in child.scopes if name in held]
+    if not kept:
+        return None
+    if kept != list(child.scopes):
+        changes["scopes"] = kept
+    if parent.allowed_ips and not _networks_within(child.allowed_ips, parent.allowed_ips):
+        networks = _intersect(child.allowed_ips, parent.allowed_ips)
+        if not networks:
+            return None
+        changes["allowed_ips"] = networks
+    parent_rate = token_rate(parent)
+    own = child.rate_limit or token_settings().default_token_rate
+    if parent_rate and (not own or _per_second(own) > _per_second(parent_rate)):
+        changes["rate_limit"] = parent_rate
+    ancestry = [*[list(entry) for entry in parent.ancestry], [parent.key_id, parent.rate_limit]]
+    if ancestry != child.ancestry:
+        changes["ancestry"] = ancestry
+    return changes
+
+
+def _intersect(inner: Sequence[str], outer: Sequence[str]) -> list[str]:
+    """The networks both lists allow (``inner`` empty: anywhere), normalised and sorted."""
+    outer_nets = [ipaddress.ip_network(entry) for entry in outer]
+    inner_nets = [ipaddress.ip_network(entry) for entry in inner] or outer_nets
+    found: set[Any] = set()
+    for a in inner_nets:
+        for b in outer_nets:
+            if a.version != b.version:
+                continue
+            if a.subnet_of(b):  # type: ignore[arg-type]
+                found.add(a)
+            elif b.subnet_of(a):  # type: ignore[arg-type]
+                found.add(b)
+    return [str(net) for net in sorted(found, key=lambda net: (net.version, net))]

@@ -1,0 +1,174 @@
+"""Revoking tokens: the single revoke path, which takes every token derived from it along.
+
+A token created by a token (its *parent*) is derived from it: if the parent leaked,
+whoever holds it may have minted children to keep access. So a revocation always
+covers the token's descendants too, each with its own audit event, and each one's
+JWTs are refused through the deny list.
+"""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext_lazy as _
+
+from tokens_app import clock, denylist
+from tokens_app.models import APIToken, TokenEvent, token_database
+from tokens_app.services import authority
+from tokens_app.services.audit import record_event
+
+logger = logging.getLogger("tokens_app")
+
+MAX_REASON_LENGTH = 200
+
+
+def clean_reason(reason: Any) -> str:
+    """Return *reason* stripped, or raise ``ValidationError`` when it is not short text."""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+        raise ValidationError(
+            {
+                "reason": _("The reason must be text of at most %(max)d characters.")
+                % {"max": MAX_REASON_LENGTH}
+            }
+        )
+    return reason.strip()
+
+
+def descendants(token: APIToken) -> list[APIToken]:
+    """Every token derived from *token* (children, their children...), parents first."""
+    found: list[APIToken] = []
+    level = [token.pk]
+    for _generation in range(authority.MAX_LINEAGE_DEPTH + 1):
+        children = list(APIToken.objects.select_related("owner").filter(parent__in=level))
+        if not children:
+            break
+        found.extend(children)
+        level = [child.pk for child in children]
+    return found
+
+
+def _revoke_row(
+    token: APIToken, now: datetime, *, actor: Any, reason: str, ip: str | None, via: str, **why: Any
+) -> bool:
+    revoked_by = actor if getattr(actor, "pk", None) else None
+    changed = APIToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+        revoked_at=now, revoked_by=revoked_by, revoke_reason=reason
+    )
+    if changed:
+        detail = {"reason": reason, **why}
+        record_event(token, TokenEvent.Kind.REVOKED, actor=actor, ip=ip, via=via, detail=detail)
+        # Before the commit, so its JWTs are refused from the moment the revoke is
+        # visible (a rollback leaves an entry that only refuses JWTs early: safe).
+        denylist.deny(token.key_id)
+    return bool(changed)
+
+
+def revoke_family(
+    token: APIToken, *, actor: Any, reason: str, ip: str | None, via: str, now: datetime
+) -> tuple[bool, int]:
+    """Revoke *token* and its descendants in the caller's transaction.
+
+    Return whether *token* itself was revoked by this call, and how many tokens were.
+    """
+    itself = _revoke_row(token, now, actor=actor, reason=reason, ip=ip, via=via)
+    revoked = int(itself)
+    for child in descendants(token):
+        # A descendant of a token already revoked is still revoked here: a family is
+        # dead when any ancestor is, whatever happened to the rows in between.
+        if _revoke_row(
+            child,
+            now,
+            actor=actor,
+            reason=f"with ancestor {token.key_id}",
+            ip=ip,
+            via=via,
+            ancestor=token.key_id,
+        ):
+            revoked += 1
+    return itself, revoked
+
+
+def _revoke(
+    token: APIToken, *, actor: Any, reason: str, ip: str | None, via: str, parent: Any
+) -> tuple[bool, int]:
+    credential = authority.credential_of(actor, parent)
+    authority.authorize(credential, authority.Action.REVOKE, target=token)
+    with transaction.atomic(using=token_database()):
+        itself, revoked = revoke_family(
+            token, actor=actor, reason=reason, ip=ip, via=via, now=clock.now()
+        )
+    token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
+    if revoked:
+        logger.info(
+            "Revoked API token %s (%d with its descendants) via %s",
+            token.key_id,
+            revoked,
+            via or "code",
+        )
+    return itself, revoked
+
+
+def revoke_token(
+    token: APIToken,
+    *,
+    actor: Any = None,
+    reason: str = "",
+    ip: str | None = None,
+    via: str = "",
+    parent: Any = None,
+) -> bool:
+    """Revoke *token* and every token derived from it at once; the single revoke path.
+
+    Return whether this call revoked *token* itself: revoking an already revoked token
+    changes nothing and returns ``False`` (its descendants are still made sure of).
+    *parent* is the credential the request presented (``request.auth``), if any: every
+    credential that may manage the owner's tokens may revoke them (see
+    ``services.authority``).
+    """
+    reason = clean_reason(reason)
+    itself, _count = _revoke(token, actor=actor, reason=reason, ip=ip, via=via, parent=parent)
+    return itself
+
+
+def revoke_tokens(
+    tokens: Iterable[APIToken],
+    *,
+    actor: Any = None,
+    reason: str = "",
+    ip: str | None = None,
+    via: str = "",
+    parent: Any = None,
+) -> int:
+    """Revoke each of *tokens* with its descendants; return how many tokens this call revoked."""
+    reason = clean_reason(reason)
+    return sum(
+        _revoke(token, actor=actor, reason=reason, ip=ip, via=via, parent=parent)[1]
+        for token in tokens
+    )
+
+
+def revoke_all_tokens(
+    owner: Any,
+    *,
+    actor: Any = None,
+    reason: str = "",
+    ip: str | None = None,
+    via: str = "",
+    parent: Any = None,
+) -> int:
+    """Revoke every token of *owner* not yet revoked (expired ones too); return how many.
+
+    The response to a compromised account: one step, one audit event per token, and
+    each token's JWTs refused. *actor* must be the owner or manage every token
+    (``None``: code or a command, trusted).
+    """
+    credential = authority.credential_of(actor, parent)
+    authority.authorize(credential, authority.Action.REVOKE, owner=owner)
+    reason = clean_reason(reason)
+    pending = APIToken.objects.for_owner(owner).filter(revoked_at__isnull=True).order_by("pk")
+    revoked = revoke_tokens(pending, actor=actor, reason=reason, ip=ip, via=via, parent=parent)
+    logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, via or "code")
+    return revoked
