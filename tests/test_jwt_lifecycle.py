@@ -10,10 +10,12 @@ from typing import Any
 import jwt
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer
 from tokens_app import jwt_tokens, services
+from tokens_app.conf import token_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -238,3 +240,38 @@ def test_jwt_of_a_future_or_a_past_moment_is_refused(writer, clock):
     assert status_of(sign(claims_for(writer, now + 60, exp=now + 120))) == 401
     assert status_of(sign(claims_for(writer, now - 400, exp=now - 100))) == 401
     assert status_of(sign(claims_for(writer, now - 5, exp=now - 1))) == 200  # within leeway
+
+
+# --- floods ---------------------------------------------------------------------------------
+
+
+def test_many_rotations_keep_the_deny_entry_small_and_exact(writer, clock):
+    secret = writer.plaintext
+    first = mint(secret)
+    for _ in range(40):
+        clock.advance(seconds=1)
+        secret = rotate(secret, writer.token.key_id, grace=600)
+    last = mint(secret)
+    cache = caches[token_settings().jwt.deny_list_cache]
+    entry = cache.get(f"tokens_app:jwt-deny:{writer.token.key_id}")
+    assert len(entry["retired"]) <= 2
+    assert status_of(first) == 401
+    assert status_of(last) == 200
+
+
+def test_introspection_of_a_grace_secret_says_when_it_ends(alice, issue, clock):
+    caller = issue(alice, ["tokens:introspect"])
+    issued = issue(alice, ["notes:read"])
+    services.rotate_token(issued.token, grace_seconds=90)
+    answer = (
+        APIClient()
+        .post(
+            "/api/auth/introspect/",
+            {"token": issued.plaintext},
+            format="json",
+            **bearer(caller.plaintext),
+        )
+        .json()
+    )
+    assert answer["active"] is True
+    assert answer["exp"] == int(clock.current.timestamp()) + 90
