@@ -256,3 +256,16 @@ def test_clamp_child_keeps_what_fits(alice, issue):
     ).token
     assert authority.clamp_child(child, parent) == {}
     assert child.expires_at is not None and child.expires_at <= parent.expires_at
+
+
+def test_admin_revoke_confirmation_names_the_tokens_revoked_with_it(superuser, family):
+    client = admin_client(superuser)
+    root = family["root"].token
+    page = client.get(f"/admin/tokens_app/apitoken/{root.pk}/revoke/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'id="derived-tokens"' in body
+    assert family["child"]["id"] in body and family["grandchild"]["id"] in body
+    assert family["sibling"].token.key_id not in body
+    client.post(f"/admin/tokens_app/apitoken/{root.pk}/revoke/", {"reason": "leaked"})
+    assert status_of(family["grandchild"]["token"]) == 401

@@ -339,11 +339,20 @@ class APITokenAdmin(_TokenAdminBase):
     def _revoke_confirmation(
         self, request: HttpRequest, tokens: list[APIToken], form: RevokeForm, action: str | None
     ) -> HttpResponse:
+        # Why: revoking a token revokes what was derived from it; say so before, not after.
+        chosen = {token.pk for token in tokens}
+        derived = {
+            child.pk: child
+            for token in tokens
+            for child in services.descendants(token)
+            if child.revoked_at is None and child.pk not in chosen
+        }
         return self._render(
             request,
             "revoke_confirmation.html",
             _("Revoke API tokens"),
             tokens=tokens,
+            derived=list(derived.values()),
             form=form,
             action=action,
             action_checkbox_name=ACTION_CHECKBOX_NAME,

@@ -42,6 +42,7 @@ from tokens_app.services.notices import (
 )
 from tokens_app.services.revoking import (
     MAX_REASON_LENGTH,
+    descendants,
     revoke_all_tokens,
     revoke_token,
     revoke_tokens,
@@ -66,6 +67,7 @@ __all__ = [
     "check_password",
     "count_password_attempt",
     "count_token_requests",
+    "descendants",
     "find_token",
     "issue_token",
     "may_issue_for",
