@@ -4,6 +4,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from tokens_app.parsers import request_body_error
+
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
@@ -20,6 +22,30 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
         return api_not_found(request)
     return defaults.page_not_found(request, exception)
+
+
+def request_body_refused(request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    """A JSON 413 (or 400) when *exception* is a body Django's limits refused on an API path.
+
+    The same answer as inside the DRF views (``tokens_app.parsers.request_body_error``).
+    """
+    refused = request_body_error(exception) if _is_api(request) else None
+    if refused is None:
+        return None
+    return JsonResponse({"detail": str(refused.detail)}, status=refused.status_code)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """400 with ``DEBUG`` off: JSON for API paths (413 for a body over the limits).
+
+    Django calls it for a body limit (``RequestDataTooBig``, ``TooManyFieldsSent``,
+    ``TooManyFilesSent``) or another ``SuspiciousOperation`` raised outside a DRF view,
+    in a plain view or a middleware reading ``request.POST``.
+    """
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    refused = request_body_refused(request, exception)
+    return refused or JsonResponse({"detail": "Bad request."}, status=400)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

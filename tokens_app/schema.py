@@ -32,6 +32,7 @@ from tokens_app.api.serializers import (
 )
 from tokens_app.conf import token_settings
 from tokens_app.models import TokenStatus
+from tokens_app.parsers import MAX_JSON_DEPTH
 from tokens_app.permissions import HasScope, required_scopes
 
 SCHEME_NAME = "apiToken"
@@ -53,7 +54,11 @@ class ScopeErrorSerializer(APIErrorSerializer):
 
 VALIDATION_ERROR = OpenApiResponse(
     OpenApiTypes.OBJECT,
-    description="Invalid input: field names (or `non_field_errors`) map to lists of messages.",
+    description=(
+        "Invalid input: field names (or `non_field_errors`) map to lists of messages. "
+        "A body that cannot be parsed (malformed, or JSON nested more than "
+        f'{MAX_JSON_DEPTH} levels deep) is `{{"detail": ...}}`.'
+    ),
 )
 ERROR_RESPONSES = {
     "400": VALIDATION_ERROR,
@@ -69,6 +74,13 @@ ERROR_RESPONSES = {
     ),
     "404": OpenApiResponse(
         APIErrorSerializer, description="Not found (or not yours: both answer the same)."
+    ),
+    "413": OpenApiResponse(
+        APIErrorSerializer,
+        description=(
+            "The body is larger than the server accepts (`DATA_UPLOAD_MAX_MEMORY_SIZE`, "
+            "2.5 MB by default, files included), or has too many fields or files."
+        ),
     ),
     "415": OpenApiResponse(
         APIErrorSerializer,
@@ -160,7 +172,7 @@ class ScopedAutoSchema(AutoSchema):
         if self.method in BODY_METHODS or self.has_query_parameters():
             codes.append("400")
         if self.method in BODY_METHODS:
-            codes.append("415")
+            codes += ["413", "415"]
         if "{" in self.path or (self.method == "GET" and self._is_list_view()):
             codes.append("404")  # unknown ids, and pages past the end of a list
         return codes
