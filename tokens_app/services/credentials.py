@@ -1,6 +1,7 @@
 """Checking credentials: API tokens on every request, passwords on the exchange endpoint."""
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -107,7 +108,11 @@ class RateLimiterUnavailable(Exception):  # noqa: N818 — reads better at the r
 
 
 def _normalised_username(username: str) -> str:
-    return username.strip().casefold()
+    # NFKC as Django's login form applies it (there "staff" in mathematical bold letters
+    # logs in as "staff"), then caseless: every spelling that can reach one account
+    # spends that account's budget.
+    folded = unicodedata.normalize("NFKC", username).casefold()
+    return unicodedata.normalize("NFKC", folded).strip()
 
 
 def _usage(request: HttpRequest, group: str, key: Any, rate: str) -> dict[str, Any] | None:
@@ -137,20 +142,24 @@ def count_password_attempt(request: HttpRequest, username: str) -> None:
     Every attempt counts, right password or not, so guessing cannot be told
     apart from use. Over the rate raises ``TooManyAttempts``; a cache that
     cannot count raises ``RateLimiterUnavailable`` (fail closed, see ``_usage``).
+    Callers: the password exchange and ``tokens_app.login`` (admin login and
+    password change), so all of them spend one budget.
+
+    The address is counted first, and an address over its rate counts nothing
+    else: a blocked client's flood of new usernames creates no new counters, so
+    it cannot push the counters that block it (its own, its victim's) out of a
+    cache that evicts when full (issue 13, item 6).
     """
     rate = token_settings().password_exchange_rate
-    keys_by_name = {
-        "ip": lambda group, req: client_ip(req) or "unknown",
-        "user": lambda group, req: _normalised_username(username),
-    }
-    waits = []
-    for name, key in keys_by_name.items():
+    counters = (
+        ("ip", lambda group, req: client_ip(req) or "unknown"),
+        ("user", lambda group, req: _normalised_username(username)),
+    )
+    for name, key in counters:
         usage = _usage(request, f"{PASSWORD_RATE_GROUP}.{name}", key, rate)
         if usage is not None and usage["should_limit"]:
-            waits.append(max(int(usage["time_left"]), 1))
-    if waits:
-        logger.warning("Password exchange rate exceeded (ip %s)", client_ip(request) or "-")
-        raise TooManyAttempts(max(waits))
+            logger.warning("Password exchange rate exceeded (ip %s)", client_ip(request) or "-")
+            raise TooManyAttempts(max(int(usage["time_left"]), 1))
 
 
 def check_password(request: HttpRequest, username: str, password: str) -> Any:
