@@ -138,7 +138,13 @@ def test_database_fault_in_the_admin_is_a_503_page(client, superuser):
 def test_readiness_is_200_when_database_and_cache_answer(client):
     response = client.get("/health/ready/")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "cache": "ok"}
+    body = response.json()
+    assert {key: body[key] for key in ("status", "database", "cache")} == {
+        "status": "ok",
+        "database": "ok",
+        "cache": "ok",
+    }
+    assert body.get("eviction", "ok") == "ok"  # with Redis: tests/test_caches.py
     assert "no-cache" in response["Cache-Control"]
 
 
@@ -182,12 +188,20 @@ def test_redis_down_readiness_names_the_cache_only(client):
     with override_settings(CACHES=dead_redis_caches()):
         response = client.get("/health/ready/")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": "ok", "cache": "unavailable"}
+    assert response.json() == {
+        "status": "unavailable",
+        "database": "ok",
+        "cache": "unavailable",
+        # Nor can Redis's eviction settings be read (project/health.py): unknown, not ready.
+        "eviction": "unknown",
+        "redis": {"rate_limit": {"maxmemory": None, "maxmemory_policy": None}},
+    }
 
 
 def test_dummy_cache_as_rate_limit_store_is_e005(settings):
     # DummyCache "adds" every key and stores none: every attempt would be the first.
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    dummy = {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+    settings.CACHES = {**settings.CACHES, "default": dummy}
     assert [m.id for m in run_checks() if m.id.startswith("tokens_app.E")] == ["tokens_app.E005"]
 
 

@@ -169,8 +169,8 @@ def test_production_settings_refuse_a_per_process_rate_limit_cache(tmp_path):
     )
     result = _run_check(env)
     assert result.returncode != 0
-    assert "django_ratelimit.E003" in result.stderr
-    assert "LocMemCache is not a shared cache" in result.stderr
+    assert "tokens_app.E009" in result.stderr
+    assert "NonCullingLocMemCache) is one process's memory" in result.stderr
 
 
 def _settings_value(expression: str, **env: str) -> str:
