@@ -65,6 +65,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "project.middleware.ServiceUnavailableMiddleware",
+    "project.middleware.APIRequestBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -139,28 +140,33 @@ if REDIS_URL:
     }
     CACHES = {"default": REDIS_CACHE, "shared": REDIS_CACHE}
 else:
-    # "shared" holds what every process must see (the JWT deny list: the server,
-    # `manage.py revoke_token` and the admin may each be a different process), so even
-    # the embedded default keeps it in files under var/, never in one process's memory.
+    # "default" holds the rate-limit counters of this one process (`make run`); "shared"
+    # what every process must see (the JWT deny list: the server, `manage.py revoke_token`
+    # and the admin may each be a different process), so even the embedded default keeps
+    # it in files under var/, never in one process's memory. Django's own local-memory and
+    # file caches would delete live entries past 300 (a flood of attempts or revocations
+    # would erase a blocked client's counters or a revoked token's JWT deny-list entry):
+    # these subclasses delete only expired ones (tokens_app/cache.py says what bounds them).
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "default": {"BACKEND": "tokens_app.cache.NonCullingLocMemCache"},
         "shared": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "tokens_app.cache.NonCullingFileBasedCache",
             "LOCATION": str(Path(os.environ.get("DJANGO_CACHE_DIR") or VAR_DIR / "cache")),
         },
     }
 
-# django-ratelimit's checks, and why two are silenced:
-# - W001 "not officially supported" names every backend but memcached and django-redis.
-#   Rate counting needs an atomic create (`add`) and an atomic increment (`incr`); Django's
-#   own RedisCache does both (SET NX with expiry, INCRBY), and tests/test_multiprocess.py
-#   proves the limit holds across gunicorn workers. Backends that cannot count are E003.
-# - E003 "not a shared cache" (local memory) only with DEBUG on and no REDIS_URL: that is
+# Two checks on the rate-limit cache are silenced, and why:
+# - django_ratelimit.W001 "not officially supported" names every backend but memcached and
+#   django-redis. Rate counting needs an atomic create (`add`) and an atomic increment
+#   (`incr`); Django's own RedisCache does both (SET NX with expiry, INCRBY), and
+#   tests/test_multiprocess.py proves the limit holds across gunicorn workers; so does the
+#   embedded NonCullingLocMemCache, under its lock. Backends that cannot count are E003.
+# - tokens_app.E009 "one process's memory" only with DEBUG on and no REDIS_URL: that is
 #   the embedded default, one process (`make run`), whose counters are exact. With DEBUG
 #   off it stands, so `make serve` and `check --deploy` stop until REDIS_URL is set.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 if DEBUG and not REDIS_URL:
-    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+    SILENCED_SYSTEM_CHECKS.append("tokens_app.E009")
 
 # Rate-limit counters (password exchange) live in this cache. When it cannot be reached
 # the limited endpoints answer 503 (fail closed); True would let requests through instead.
@@ -208,6 +214,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "tokens_app.exceptions.exception_handler",
+    # Bounded parsers: deep JSON is a 400, a body over DATA_UPLOAD_MAX_MEMORY_SIZE a 413.
+    "DEFAULT_PARSER_CLASSES": [
+        "tokens_app.parsers.JSONParser",
+        "tokens_app.parsers.FormParser",
+        "tokens_app.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "tokens_app.schema.ScopedAutoSchema",

@@ -9,6 +9,10 @@ from project import health
 from project.api import WhoAmIView
 from project.errors import api_not_found
 from tokens_app.api.jwt_views import jwks
+from tokens_app.login import throttle_admin_site
+
+# The admin login and password change count attempts like the password exchange (429/503).
+throttle_admin_site(admin.site)
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
@@ -25,5 +29,6 @@ urlpatterns = [
     re_path(r"^api/", api_not_found, name="api-not-found"),
 ]
 
+handler400 = "project.errors.bad_request"
 handler404 = "project.errors.not_found"
 handler500 = "project.errors.server_error"

@@ -4,6 +4,13 @@ Ids are stable and never reused: E001 settings, E002 scope declarations,
 E003 undeclared scope named by a view; W001 view with HasScope and no scopes,
 W002 derived hash key (deploy), W003 non-expiring tokens allowed (deploy),
 E004 the rate-limit cache alias is not in ``CACHES``, E005 it is Django's dummy cache.
+Caches holding security state (``tokens_app.retention`` says why): E006 the JWT deny-list
+cache alias is not in ``CACHES``, E007 that cache can lose live entries (it culls, evicts,
+keeps nothing, or is one process's memory), E008 the rate-limit cache can lose live
+counters, E009 the rate-limit cache is one process's memory, W004 either cache's backend
+is one whose retention cannot be told. Password views routed without the password rate
+limit (``tokens_app.login``): W005 an admin site's login or password change, W006 a view
+built on Django's ``LoginView`` or ``PasswordChangeView`` (DRF's browsable-API login too).
 """
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,7 +24,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from tokens_app import scopes
 from tokens_app.conf import token_settings
+from tokens_app.login import unthrottled_password_views
 from tokens_app.permissions import HasScope, is_well_formed
+from tokens_app.retention import backend_retention
 
 
 @register(Tags.security)
@@ -56,6 +65,96 @@ def _rate_limit_cache_problem(alias: str) -> Error | None:
             id="tokens_app.E005",
         )
     return None
+
+
+@register(Tags.caches, Tags.security)
+def check_caches(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """E006-E009/W004: the deny-list and rate-limit caches keep every entry until it expires.
+
+    Both are Errors: a lost deny-list entry makes a revoked token's JWTs work again, and
+    a lost counter lets a blocked client guess passwords again (the only brake on it).
+    Redis is accepted here; whether the server evicts is reported by ``/health/ready/``.
+    """
+    try:
+        loaded = token_settings()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    caches = getattr(settings, "CACHES", {})
+    messages = _deny_list_cache_messages(loaded.jwt.deny_list_cache, caches)
+    limiter = loaded.rate_limit_cache
+    if _rate_limit_cache_problem(limiter) is None:  # else E004/E005, from check_settings
+        messages += _rate_limit_cache_messages(limiter, caches[limiter])
+    return messages
+
+
+def _unknown_retention(role: str, alias: str, backend: Any) -> Warning:
+    return Warning(
+        f"Cannot tell whether the {role} cache {alias!r} ({backend}) keeps every entry until "
+        "it expires.",
+        hint="Make sure it never culls or evicts live entries (Redis: maxmemory-policy "
+        "noeviction), then silence tokens_app.W004.",
+        id="tokens_app.W004",
+    )
+
+
+def _deny_list_cache_messages(alias: str, caches: Mapping[str, Any]) -> list[CheckMessage]:
+    shared_hint = (
+        "Use Redis shared by every process (maxmemory-policy noeviction), or "
+        "tokens_app.cache.NonCullingFileBasedCache on a single host."
+    )
+    if alias not in caches:
+        return [
+            Error(
+                f"API_TOKENS['JWT_DENY_LIST_CACHE'] names {alias!r}, which is not in CACHES.",
+                hint=shared_hint,
+                id="tokens_app.E006",
+            )
+        ]
+    backend = caches[alias].get("BACKEND")
+    retention = backend_retention(caches[alias])
+    if retention.loses or retention.per_process:
+        why = retention.loses or (
+            "is one process's memory, so revocations made by another process (the admin, "
+            "manage.py revoke_token, another worker) never reach it"
+        )
+        return [
+            Error(
+                f"The JWT deny-list cache {alias!r} ({backend}) {why}: JWTs of revoked "
+                "tokens would be accepted again.",
+                hint=shared_hint,
+                id="tokens_app.E007",
+            )
+        ]
+    return [] if retention.known else [_unknown_retention("JWT deny-list", alias, backend)]
+
+
+def _rate_limit_cache_messages(alias: str, cache: Mapping[str, Any]) -> list[CheckMessage]:
+    backend = cache.get("BACKEND")
+    retention = backend_retention(cache)
+    messages: list[CheckMessage] = []
+    if retention.loses:
+        messages.append(
+            Error(
+                f"The rate-limit cache {alias!r} ({backend}) {retention.loses}: a flood of "
+                "other attempts can erase a blocked client's counters.",
+                hint="Use Redis (maxmemory-policy noeviction), or "
+                "tokens_app.cache.NonCullingLocMemCache for a single-process server.",
+                id="tokens_app.E008",
+            )
+        )
+    if retention.per_process:
+        messages.append(
+            Error(
+                f"The rate-limit cache {alias!r} ({backend}) is one process's memory: with "
+                "several processes, each counts attempts on its own.",
+                hint="Use Redis shared by every process. A single-process development server "
+                "may silence tokens_app.E009.",
+                id="tokens_app.E009",
+            )
+        )
+    if not retention.known:
+        messages.append(_unknown_retention("rate-limit", alias, backend))
+    return messages
 
 
 def _walk(patterns: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -153,4 +252,41 @@ def check_deploy(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list
                 id="tokens_app.W003",
             )
         )
+    return messages
+
+
+@register(Tags.security, Tags.urls)
+def check_password_views(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W005/W006: every routed view that checks a password counts attempts first.
+
+    It looks at the routed views themselves (the mark ``tokens_app.login`` sets), so
+    it sees the admin however it is wired, and any include of ``django.contrib.auth.urls``
+    or ``rest_framework.urls``.
+    """
+    messages: list[CheckMessage] = []
+    for route, app_name, view in unthrottled_password_views(get_resolver().url_patterns):
+        view_class = getattr(view, "view_class", None)
+        if app_name == "admin" or view_class is None:
+            messages.append(
+                Warning(
+                    f"/{route} (an admin site's password view) checks passwords "
+                    "without the password rate limit.",
+                    hint="Call tokens_app.login.throttle_admin_site(admin.site) in the "
+                    "URLconf, before admin.site.urls.",
+                    id="tokens_app.W005",
+                )
+            )
+        else:
+            messages.append(
+                Warning(
+                    f"/{route} ({view_class.__module__}.{view_class.__qualname__}) checks "
+                    "passwords without the password rate limit.",
+                    hint="Route it wrapped: tokens_app.login.throttled_login(view), or "
+                    "throttled_password_change(view) for a password change.",
+                    obj=view_class,
+                    id="tokens_app.W006",
+                )
+            )
     return messages
