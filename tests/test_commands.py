@@ -215,8 +215,8 @@ ISSUE_ERRORS = [
     pytest.param(argv(name="-leading-dash"), "name: Use at most 100", id="leading-dash"),
     pytest.param(argv(name="semi;colon"), "name: Use at most 100", id="semicolon"),
     pytest.param(argv(name="<script>"), "name: Use at most 100", id="markup"),
-    pytest.param(argv(name="tab\there"), "name: Use at most 100", id="tab"),
-    pytest.param(argv(name="new\nline"), "name: Use at most 100", id="newline"),
+    pytest.param(argv(name="tab\there"), "name: A name cannot contain / or control", id="tab"),
+    pytest.param(argv(name="new\nline"), "name: A name cannot contain / or control", id="newline"),
     pytest.param(argv(name="a" * 101), "name: Use at most 100", id="name-101"),
     pytest.param(
         argv("--description=" + "x" * 1001), "at most 1000 characters", id="description-1001"

@@ -171,7 +171,7 @@ def test_a_token_of_the_wrong_length_is_not_found():
 
 
 def test_finding_keeps_no_secret_and_is_frozen():
-    assert [f.name for f in fields(services.Finding)] == ["source", "line", "key_id"]
+    assert [f.name for f in fields(services.Finding)] == ["source", "line", "key_id", "status"]
     finding = services.Finding(source="a.py", line=1, key_id="k" * 12)
     with pytest.raises(FrozenInstanceError):
         finding.line = 2  # type: ignore[misc]
@@ -216,21 +216,29 @@ def leaked(alice, bob, issue, clock):
     return plaintexts
 
 
-def test_token_states_reports_every_status_in_one_query(leaked, django_assert_num_queries):
-    wanted = {key_id_of(plaintext): status for status, plaintext in leaked.items()}
+def test_scan_sources_verifies_every_status_in_one_query(leaked, django_assert_num_queries):
+    lines = [f"{plaintext} {plaintext}\n" for plaintext in leaked.values()]
     with django_assert_num_queries(1):
-        assert services.token_states(list(wanted) * 2) == wanted
+        findings = services.scan_sources([("a.log", lines), ("b.log", lines)])
+    expected = [
+        services.Finding(source, number, key_id_of(plaintext), status)
+        for source in ("a.log", "b.log")
+        for number, (status, plaintext) in enumerate(leaked.items(), start=1)
+        for _twice in range(2)
+    ]
+    assert findings == expected
 
 
-def test_token_states_of_nothing_asks_nothing(django_assert_num_queries):
+def test_scan_sources_of_nothing_asks_nothing(django_assert_num_queries):
     with django_assert_num_queries(0):
-        assert services.token_states([]) == {}
+        assert services.scan_sources([("a.log", ["clean\n"])]) == []
 
 
-def test_revoke_leaked_revokes_every_known_unrevoked_token_once(leaked):
+def test_revoke_leaked_revokes_every_verified_unrevoked_token_once(leaked):
     ids = {status: key_id_of(plaintext) for status, plaintext in leaked.items()}
+    findings = services.scan_sources([("leak.txt", leaked.values())])
     before = revocations()
-    revoked = services.revoke_leaked(ids.values())
+    revoked = services.revoke_leaked(findings)
     expected = sorted([ids["active"], ids["expired"], ids["owner_inactive"]])
     assert revoked == expected
     new = [event for event in revocations() if event not in before]
@@ -239,7 +247,7 @@ def test_revoke_leaked_revokes_every_known_unrevoked_token_once(leaked):
     for key_id in expected:
         token = APIToken.objects.get(key_id=key_id)
         assert (token.revoke_reason, denylist.is_denied(key_id)) == ("leaked", True)
-    assert services.revoke_leaked(ids.values()) == []
+    assert services.revoke_leaked(findings) == []
     assert len(revocations()) == len(before) + 3
 
 
@@ -388,9 +396,9 @@ def test_a_directory_is_walked_recursively_skipping_tool_directories(tree):
     code, out, err = run(str(root), "--offline")
     assert (code, err) == (1, "")
     assert out.splitlines() == [
-        f"{root}/src/b.py:1: key id {key_id_of(tokens['src'])} (unchecked)",
-        f"{root}/src/deep/deeper/notes.md:3: key id {key_id_of(tokens['deep'])} (unchecked)",
-        f"{root}/src/image.bin:1: key id {key_id_of(tokens['binary'])} (unchecked)",
+        f"{root}/src/b.py:1: key id {key_id_of(tokens['src'])}",
+        f"{root}/src/deep/deeper/notes.md:3: key id {key_id_of(tokens['deep'])}",
+        f"{root}/src/image.bin:1: key id {key_id_of(tokens['binary'])}",
         "Scanned 4 files: found 3 tokens (3 key ids). "
         "Checksum only: the database was not consulted.",
     ]
@@ -454,7 +462,7 @@ def test_offline_makes_no_database_query(leaked, tmp_path, django_assert_num_que
     assert code == 1
     assert json.loads(out) == {
         "findings": [
-            {"path": str(source), "line": 1, "key_id": key_id_of(value), "status": "unchecked"}
+            {"path": str(source), "line": 1, "key_id": key_id_of(value), "status": None}
             for value in (leaked["active"], leaked["unknown"])
         ],
         "revoked": [],
@@ -517,7 +525,7 @@ def test_manage_py_offline_scan_of_stdin_in_a_child_process(tmp_path):
     leak = manage("--offline", "-", stdin=diff)
     assert leak.returncode == 1, leak.stderr
     assert leak.stdout.decode().splitlines() == [
-        f"<stdin>:4: key id {key_id_of(token)} (unchecked)",
+        f"<stdin>:4: key id {key_id_of(token)}",
         "Scanned 1 file: found 1 token (1 key id). Checksum only: the database was not consulted.",
     ]
     assert secret_of(token).encode() not in leak.stdout + leak.stderr

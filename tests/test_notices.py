@@ -162,7 +162,7 @@ def test_one_email_per_owner_listing_all_their_due_tokens(alice, bob, issue, clo
 def test_email_names_the_token_its_expiry_and_how_to_replace_it_but_no_secret(
     alice, issue, clock, settings
 ):
-    issued = expiring(issue, alice, timedelta(days=3), name="deploy: prod/eu @v2+")
+    issued = expiring(issue, alice, timedelta(days=3), name="deploy: prod-eu @v2+")
     services.notify_expiring_tokens(within=WEEK)
     (message,) = mail.outbox
     body = message.body
@@ -171,8 +171,7 @@ def test_email_names_the_token_its_expiry_and_how_to_replace_it_but_no_secret(
     assert body.startswith("Hello alice,\n")
     assert body.endswith("for each notice period.\n")
     assert "This API token of yours expires within 1 week:" in body
-    assert "- deploy: prod/eu @v2+\n" in body
-    assert f"Key id: {key_id}\n" in body
+    assert f"- Token you named “deploy: prod-eu @v2+” (key id {key_id})\n" in body
     assert "Expires: 2030-01-04T12:00:00+00:00 (in 3 days)\n" in body
     assert "POST /api/tokens/" in body
     assert f"DELETE /api/tokens/{key_id}/" in body
@@ -642,7 +641,8 @@ def test_manage_py_notify_expiring_tokens_in_a_child_process(tmp_path):
     # The console backend prints the email itself, then the command its summary.
     assert "Subject: Your API token expires soon" in real.stdout
     assert "To: al@example.com" in real.stdout
-    assert "- nightly" in real.stdout and "later" not in real.stdout
+    assert "- Token you named “nightly” (key id " in real.stdout
+    assert "later" not in real.stdout
     assert "POST /api/tokens/" in real.stdout
     assert re.search(
         f"\nEmailed 1 owner about 1 token expiring by {ISO}; 0 without an email address "

@@ -5,6 +5,7 @@ Called only by ``services``; kept apart so ``services`` reads as the list of ope
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +16,11 @@ from tokens_app import scopes
 from tokens_app.conf import IPNetwork, parse_rate, token_settings
 from tokens_app.durations import format_duration
 
-NAME_PATTERN = re.compile(r"^\w[\w .:@+/-]*$")
+#: A token name is a label people read (admin, API, emails, command output): letters of
+#: any script, digits, ``_``, spaces and ``. : @ + -``. Never a control or format
+#: character (Unicode C*: line breaks, tabs, bidi overrides, zero-width marks), which
+#: can rewrite what a reader sees, nor ``/``, which builds URLs and paths.
+NAME_PATTERN = re.compile(r"^\w[\w .:@+-]*$")
 MAX_NAME_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_ALLOWED_IPS = 100
@@ -25,13 +30,25 @@ Errors = dict[str, list[Any]]
 
 
 def clean_name(name: Any, errors: Errors) -> str:
+    """Return the name, stripped, for a new or changed name; collect why it is refused.
+
+    Only names being set are judged: rows named before this rule keep their names
+    (``plan_token_update`` does not judge an unchanged one), and are shown quoted.
+    """
     cleaned = name.strip() if isinstance(name, str) else ""
     if not cleaned:
         errors.setdefault("name", []).append(_("A token needs a name."))
+    elif any(char == "/" or unicodedata.category(char).startswith("C") for char in cleaned):
+        errors.setdefault("name", []).append(
+            _(
+                "A name cannot contain / or control characters (line breaks, tabs, "
+                "invisible formatting such as text-direction marks)."
+            )
+        )
     elif len(cleaned) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(cleaned):
         errors.setdefault("name", []).append(
             _(
-                "Use at most %(max)d letters, digits, spaces and . : @ + / - "
+                "Use at most %(max)d letters, digits, spaces and . : @ + - "
                 "characters, starting with a letter or digit."
             )
             % {"max": MAX_NAME_LENGTH}

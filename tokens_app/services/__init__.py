@@ -6,7 +6,10 @@ these functions; none of them decides anything that is decided here.
 
 from tokens_app.services.access import (
     MANAGE_ALL_PERMISSION,
+    TokenCheck,
+    UnverifiedToken,
     can_manage_all,
+    check_token_string,
     find_token,
     may_issue_for,
     tokens_for,
@@ -32,7 +35,7 @@ from tokens_app.services.issuing import (
     rotate_token,
     update_token,
 )
-from tokens_app.services.leaks import Finding, revoke_leaked, scan_lines, token_states
+from tokens_app.services.leaks import Finding, revoke_leaked, scan_lines, scan_sources
 from tokens_app.services.maintenance import PruneResult, prune_tokens
 from tokens_app.services.notices import (
     NoticeFailure,
@@ -61,10 +64,13 @@ __all__ = [
     "OwnerNotice",
     "PruneResult",
     "RateLimiterUnavailable",
+    "TokenCheck",
     "TooManyAttempts",
+    "UnverifiedToken",
     "authenticate",
     "can_manage_all",
     "check_password",
+    "check_token_string",
     "count_password_attempt",
     "count_token_requests",
     "descendants",
@@ -80,9 +86,9 @@ __all__ = [
     "revoke_tokens",
     "rotate_token",
     "scan_lines",
+    "scan_sources",
     "token_budgets",
     "token_rate",
-    "token_states",
     "tokens_for",
     "update_token",
     "visible_tokens",

@@ -1,10 +1,13 @@
-"""Who may see and manage which tokens, and how tokens are looked up."""
+"""Who may see and manage which tokens, and how tokens are looked up (and verified)."""
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from tokens_app import keys
+from tokens_app import clock, hashing, keys
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken, APITokenQuerySet
+from tokens_app.services.credentials import _in_rotation_grace
 
 MANAGE_ALL_PERMISSION = "tokens_app.manage_all_tokens"
 
@@ -29,17 +32,91 @@ def may_issue_for(actor: Any, owner: Any) -> bool:
 
 # --- look-ups ---------------------------------------------------------------------------
 
+#: Verdicts on a full token string, besides the token's own status (``TokenStatus``):
+#: well-formed (valid checksum) but a key id this installation never issued, or pruned.
+UNKNOWN = "unknown"
+#: A known key id whose secret matches nothing stored for it: a look-alike (anyone can
+#: build one from a public key id), a mangled copy, or a secret retired long ago.
+UNVERIFIED = "unverified"
+#: The secret a rotation replaced, past its grace: it was this token's, it works nowhere.
+RETIRED = "retired"
+
+
+class UnverifiedToken(Exception):  # noqa: N818 — reads better at the raise sites
+    """A full token string names a known key id, but its secret is not that token's."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(key_id)
+        self.key_id = key_id
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What a full token string is here: a key id and a verdict (never the secret)."""
+
+    key_id: str
+    status: str
+    """A ``TokenStatus`` value, ``RETIRED``, ``UNVERIFIED`` or ``UNKNOWN``."""
+    token: APIToken | None = field(default=None, repr=False, compare=False)
+    """The token, only when the secret verified (a look-alike names no token)."""
+
+    @property
+    def verified(self) -> bool:
+        """Whether the secret proved to be this token's (now or before a rotation)."""
+        return self.status not in (UNKNOWN, UNVERIFIED)
+
+
+def secret_verdict(token: APIToken | None, secret: str, now: datetime) -> str:
+    """Return what *secret* is for *token* (the row its key id names, or ``None``).
+
+    The secret is verified in constant time against the stored hash, then, after a
+    rotation with grace, against the previous one: inside the grace the old secret is a
+    live credential (the token's own status), past it ``RETIRED``. Key ids are public,
+    so a match of the key id alone proves nothing: a secret matching neither hash is
+    ``UNVERIFIED``. Stored hashes are never upgraded here: this only looks.
+    """
+    if token is None:
+        return UNKNOWN
+    if hashing.verify_secret(secret, token.secret_hash)[0]:
+        return token.status(now).value
+    if token.previous_secret_hash and hashing.verify_secret(secret, token.previous_secret_hash)[0]:
+        return token.status(now).value if _in_rotation_grace(token, now) else RETIRED
+    # Not logged: the callers report it (the scan's finding, the command's one error line).
+    return UNVERIFIED
+
+
+def check_token_string(raw: str) -> TokenCheck | None:
+    """Say what the full token string *raw* is here, by verifying its secret; one query.
+
+    ``None`` when *raw* is not a well-formed token of this installation's prefix (the
+    checksum decides, before any query). Every caller that acts on a pasted or scanned
+    token string (revoking, reporting a leak) asks this, never the key id alone.
+    """
+    parsed = keys.parse(raw.strip(), token_settings().prefix) if isinstance(raw, str) else None
+    if parsed is None:
+        return None
+    token = APIToken.objects.select_related("owner").filter(key_id=parsed.key_id).first()
+    status = secret_verdict(token, parsed.secret, clock.now())
+    verified = status not in (UNKNOWN, UNVERIFIED)
+    return TokenCheck(key_id=parsed.key_id, status=status, token=token if verified else None)
+
 
 def find_token(reference: str) -> APIToken | None:
     """Return the token named by a key id or by a full token string, or ``None``.
 
-    A full token is recognised by its checksum; its secret is not needed to name it.
+    A key id names its token (operators name tokens by their public id). A full token
+    string names it only if its secret verifies (``check_token_string``): otherwise
+    raise ``UnverifiedToken``, so a look-alike built from a public key id acts on nothing.
     """
-    parsed = keys.parse(reference.strip(), token_settings().prefix) if reference else None
-    key_id = parsed.key_id if parsed else reference.strip()
-    if not keys.is_valid_key_id(key_id):
+    reference = reference.strip() if isinstance(reference, str) else ""
+    check = check_token_string(reference) if reference else None
+    if check is not None:
+        if check.status == UNVERIFIED:
+            raise UnverifiedToken(check.key_id)
+        return check.token
+    if not keys.is_valid_key_id(reference):
         return None
-    return APIToken.objects.select_related("owner").filter(key_id=key_id).first()
+    return APIToken.objects.select_related("owner").filter(key_id=reference).first()
 
 
 def tokens_for(owner: Any = None) -> APITokenQuerySet:

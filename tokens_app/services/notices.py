@@ -26,7 +26,7 @@ from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tokens_app import clock
+from tokens_app import clock, labels
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services.issuing import _record
 
@@ -152,13 +152,19 @@ def _human(moment: datetime, now: datetime) -> str:
 
 
 def _message(owner: Any, tokens: list[APIToken], now: datetime, until: datetime) -> EmailMessage:
-    """The notice for *owner*: names, key ids and expiries, never anything secret."""
+    """The notice for *owner*: quoted names, key ids and expiries, never anything secret.
+
+    Names are user-chosen (and legacy ones may hold anything): each is shown as a quoted
+    label on its own list line, with the key id beside it, never as text of ours.
+    """
     context = {
         "username": owner.get_username(),
         "window": _human(until, now),
         "tokens": [
             {
-                "name": token.name,
+                # A label the owner chose, shown quoted and neutralised (tokens_app.labels):
+                # the template's autoescape is off, it is plain text.
+                "label": labels.label(token.name),
                 "key_id": token.key_id,
                 "expires_at": _expiry(token).astimezone(UTC).isoformat(timespec="seconds"),
                 "remaining": _human(_expiry(token), now),

@@ -16,13 +16,12 @@ from django.core.management.base import CommandError, CommandParser
 
 from tokens_app import services
 from tokens_app.management.base import TokenCommand, dumps
+from tokens_app.services.leaks import UNVERIFIED
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 #: Tool and dependency directories: never the project's own text, often huge.
 SKIPPED_DIRECTORIES = frozenset({".git", ".venv", "node_modules", "__pycache__"})
-#: Status reported under --offline: the checksum says "a token", nothing says whose.
-UNCHECKED = "unchecked"
 EXIT_FOUND = 1
 EXIT_ERROR = 2
 
@@ -84,10 +83,13 @@ class Command(TokenCommand):
         "Find tokens of this installation in files, directories (recursively; .git, .venv, "
         "node_modules and __pycache__ skipped) or standard input (-). A token is recognised "
         "by its exact format and checksum; only its key id is printed, never the secret. "
-        "Each finding is reported with the token's status: active, expired, revoked, "
-        "owner_inactive, or unknown (not issued here). --revoke revokes those not yet "
-        "revoked (reason 'leaked'); --offline checks the checksum only and never touches "
-        "the database (status 'unchecked'), for pre-commit hooks. Exit status: 0 nothing "
+        "Each finding's secret is verified against the database, and the finding reported "
+        "with a status: active, expired, revoked, owner_inactive (the token's, verified), "
+        "retired (a secret a rotation replaced, no longer accepted), unverified (a known key "
+        "id whose secret does not match: a look-alike, never revoked) or unknown (not issued "
+        "here). --revoke revokes the verified active, expired and owner_inactive tokens "
+        "(reason 'leaked'); --offline checks the checksum only and never touches the "
+        "database, so findings have no status, for pre-commit hooks. Exit status: 0 nothing "
         "found, 1 tokens found, 2 error (bad arguments, missing or unreadable path)."
     )
     stealth_options = ("stdin",)
@@ -102,56 +104,63 @@ class Command(TokenCommand):
         parser.add_argument(
             "--revoke",
             action="store_true",
-            help="Revoke every token found that is not yet revoked, with reason 'leaked'.",
+            help="Revoke every token found whose secret verified (active, expired or "
+            "owner_inactive), with reason 'leaked'. Look-alikes revoke nothing.",
         )
         parser.add_argument(
             "--json",
             action="store_true",
             help='Print one JSON object: {"findings": [{"path", "line", "key_id", "status"}], '
-            '"revoked": [key ids]}.',
+            '"revoked": [key ids]}; status is null under --offline.',
         )
         parser.add_argument(
             "--offline",
             action="store_true",
-            help="Checksum only, no database: every status is 'unchecked'. Not with --revoke.",
+            help="Checksum only, no database: nothing is verified, so findings have no "
+            "status (null in --json). Not with --revoke.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         offline, revoke = options["offline"], options["revoke"]
         if offline and revoke:
-            raise _fail("--revoke needs the database; it cannot be used with --offline")
+            raise _fail(
+                "--revoke needs the database to verify each token; it cannot be used with --offline"
+            )
         paths: list[str] = options["paths"]
         # Every path is checked before any is read, so a typo changes nothing.
         for path in paths:
             if path != STDIN and not os.path.exists(path):
                 raise _fail(f"{path}: no such file or directory")
-        files, findings = self.scan(paths, options.get("stdin") or sys.stdin)
-        key_ids = {finding.key_id for finding in findings}
         # Under --offline not one query: the hook must work with no database at all.
-        states = dict.fromkeys(key_ids, UNCHECKED) if offline else services.token_states(key_ids)
-        revoked = services.revoke_leaked(key_ids, via="command") if revoke else None
+        files, findings = self.scan(paths, options.get("stdin") or sys.stdin, verify=not offline)
+        revoked = services.revoke_leaked(findings, via="command") if revoke else None
         if options["json"]:
-            self.write_json(findings, states, revoked or [])
+            self.write_json(findings, revoked or [])
         else:
-            self.write_text(files, findings, states, revoked, offline=offline)
+            self.write_text(files, findings, revoked, offline=offline)
         if findings:
             sys.exit(EXIT_FOUND)
 
-    def scan(self, paths: list[str], stdin: IO[str]) -> tuple[int, list[services.Finding]]:
-        """Return how many files were read and what was found in them."""
-        files, findings = 0, []
-        try:
-            for name, lines in _sources(paths, stdin):
+    def scan(
+        self, paths: list[str], stdin: IO[str], *, verify: bool
+    ) -> tuple[int, list[services.Finding]]:
+        """Return how many files were read and what was found (and verified) in them."""
+        files = 0
+
+        def counted() -> Iterator[tuple[str, Iterable[str]]]:
+            nonlocal files
+            for source in _sources(paths, stdin):
                 files += 1
-                findings.extend(services.scan_lines(name, lines))
+                yield source
+
+        try:
+            findings = services.scan_sources(counted(), verify=verify)
         except OSError as exc:
             # Fail closed: "nothing found" must mean every file was read.
             raise _fail(f"cannot read {exc.filename or 'input'}: {exc.strerror or exc}") from None
         return files, findings
 
-    def write_json(
-        self, findings: list[services.Finding], states: dict[str, str], revoked: list[str]
-    ) -> None:
+    def write_json(self, findings: list[services.Finding], revoked: list[str]) -> None:
         self.stdout.write(
             dumps(
                 {
@@ -160,7 +169,7 @@ class Command(TokenCommand):
                             "path": finding.source,
                             "line": finding.line,
                             "key_id": finding.key_id,
-                            "status": states[finding.key_id],
+                            "status": finding.status,
                         }
                         for finding in findings
                     ],
@@ -173,23 +182,26 @@ class Command(TokenCommand):
         self,
         files: int,
         findings: list[services.Finding],
-        states: dict[str, str],
         revoked: list[str] | None,
         *,
         offline: bool,
     ) -> None:
         """One line per finding, then a summary; *revoked* is ``None`` without --revoke."""
         for finding in findings:
-            self.stdout.write(
-                f"{finding.source}:{finding.line}: key id {finding.key_id} "
-                f"({states[finding.key_id]})"
-            )
+            status = "" if finding.status is None else f" ({finding.status})"
+            self.stdout.write(f"{finding.source}:{finding.line}: key id {finding.key_id}{status}")
         scanned = f"Scanned {_plural(files, 'file')}"
         if not findings:
             self.stdout.write(f"{scanned}: no tokens found.")
             return
-        distinct = _plural(len(states), "key id")
+        distinct = _plural(len({finding.key_id for finding in findings}), "key id")
         summary = f"{scanned}: found {_plural(len(findings), 'token')} ({distinct})."
+        lookalikes = sum(finding.status == UNVERIFIED for finding in findings)
+        if lookalikes:
+            summary += (
+                f" {_plural(lookalikes, 'look-alike')} (unverified: a known key id with a "
+                "secret that is not its token's) left alone."
+            )
         if offline:
             summary += " Checksum only: the database was not consulted."
         elif revoked is not None:

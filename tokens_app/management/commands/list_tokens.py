@@ -4,16 +4,18 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from tokens_app import services
+from tokens_app import labels, services
 from tokens_app.management.base import TokenCommand, dumps, token_as_dict
 
 _COLUMNS = ("key_id", "owner", "name", "status", "scopes", "expires_at", "last_used_at")
 
 
 def _cell(value: Any) -> str:
+    # Names are user-chosen, and rows named before today's rule may hold line breaks or
+    # terminal escapes: one table line per token, nothing that acts on the terminal.
     if isinstance(value, list):
-        return ",".join(value) or "-"
-    return "-" if value is None else str(value)
+        return labels.label(",".join(value)) or "-"
+    return "-" if value is None else labels.label(str(value))
 
 
 class Command(TokenCommand):

@@ -11,13 +11,17 @@ from tokens_app.management.base import TokenCommand, validation_message
 
 class Command(TokenCommand):
     help = (
-        "Revoke a token at once: name it by its key id or paste the whole token. "
+        "Revoke a token at once: name it by its key id, or paste the whole token (its "
+        "secret is verified first: a look-alike with a wrong secret revokes nothing). "
         "Or revoke every token of a user: --user USERNAME --all."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "reference", metavar="KEY_ID_OR_TOKEN", nargs="?", help="Key id or full token."
+            "reference",
+            metavar="KEY_ID_OR_TOKEN",
+            nargs="?",
+            help="Key id, or full token (revoked only if its secret is this token's).",
         )
         parser.add_argument("--user", metavar="USERNAME", help="With --all: whose tokens.")
         parser.add_argument(
@@ -42,7 +46,14 @@ class Command(TokenCommand):
             raise CommandError(validation_message(exc)) from None
 
     def revoke_one(self, reference: str, reason: str) -> None:
-        token = services.find_token(reference)
+        try:
+            token = services.find_token(reference)
+        except services.UnverifiedToken as exc:
+            # Key ids are public: a string built from one proves nothing. Name only the key id.
+            raise CommandError(
+                f"key id {exc.key_id}: the secret given is not this token's (a look-alike?); "
+                "nothing was revoked"
+            ) from None
         if token is None:
             raise CommandError("no token matches that key id or token")
         revoked = services.revoke_token(token, reason=reason, via="command")
