@@ -193,13 +193,8 @@ def test_narrowing_a_parents_networks_narrows_its_children(api, alice, issue):
 def test_tightening_a_parents_rate_reaches_its_children(api, alice, issue):
     parent = issue(alice, ["tokens:write", "notes:read"], rate_limit="100/d")
     child = child_of(parent.plaintext)
-    response = api.patch(
-        f"{TOKENS}{parent.token.key_id}/",
-        {"rate_limit": "2/d"},
-        format="json",
-        REMOTE_ADDR=HOME,
-        **bearer(parent.plaintext),
-    )
+    api.force_login(alice)  # a token may not change its own rate; its owner may
+    response = api.patch(f"{TOKENS}{parent.token.key_id}/", {"rate_limit": "2/d"}, format="json")
     assert response.status_code == 200
     stored = APIToken.objects.get(key_id=child["id"])
     assert (stored.rate_limit, stored.ancestry) == ("2/d", [[parent.token.key_id, "2/d"]])
@@ -269,3 +264,28 @@ def test_admin_revoke_confirmation_names_the_tokens_revoked_with_it(superuser, f
     assert family["sibling"].token.key_id not in body
     client.post(f"/admin/tokens_app/apitoken/{root.pk}/revoke/", {"reason": "leaked"})
     assert status_of(family["grandchild"]["token"]) == 401
+
+
+def test_a_token_cannot_restart_its_budget_by_changing_its_own_rate(api, alice, issue):
+    # 3/d and 6/2d are the same speed, but a new rate is a new counter: a fresh budget.
+    token = issue(alice, ["tokens:write", "notes:read"], rate_limit="3/d")
+    assert [status_of(token.plaintext) for _ in range(2)] == [200, 200]
+    response = api.patch(
+        f"{TOKENS}{token.token.key_id}/",
+        {"rate_limit": "6/2d"},
+        format="json",
+        REMOTE_ADDR=HOME,
+        **bearer(token.plaintext),
+    )
+    assert response.status_code == 403
+    assert "own rate limit" in response.json()["detail"]
+    assert APIToken.objects.get(pk=token.token.pk).rate_limit == "3/d"
+    assert status_of(token.plaintext) == 429
+
+
+def test_the_owners_session_may_change_a_tokens_rate(alice, issue):
+    token = issue(alice, ["notes:read"], rate_limit="3/d")
+    client = APIClient()
+    client.force_login(alice)
+    response = client.patch(f"{TOKENS}{token.token.key_id}/", {"rate_limit": "2/d"}, format="json")
+    assert response.status_code == 200

@@ -189,6 +189,23 @@ def authorize(
         )
 
 
+def authorize_changes(credential: Credential, target: APIToken, fields: set[str]) -> None:
+    """Raise ``NotPermitted`` when a change of *fields* would let *credential* escape a limit.
+
+    A rate-limit counter is kept per key id *and rate*: a token that changed its own
+    rate (even to an equal or tighter one, ``3/d`` to ``6/2d``) would start a fresh
+    budget, again and again. So a token never changes its own rate; a session, a
+    manager or the token that created it may (the creator's budget still counts).
+    """
+    if "rate_limit" in fields and credential.token is not None and credential.token.pk == target.pk:
+        raise NotPermitted(
+            _(
+                "A token cannot change its own rate limit (that would restart its budget); "
+                "change it from a session, or with the token that created it."
+            )
+        )
+
+
 def _networks_within(inner: Iterable[str], outer: Sequence[str]) -> bool:
     """Whether every network of *inner* lies in one of *outer* (empty *inner*: anywhere)."""
     try:

@@ -350,8 +350,11 @@ def plan_token_update(
     authority.authorize(credential, authority.Action.CHANGE, target=token)
     errors: validation.Errors = {}
     wanted: dict[str, Any] = {}
-    if asked.get("name") is not None:
-        wanted["name"] = validation.clean_name(asked.get("name"), errors)
+    name = asked.get("name")
+    # An unchanged name is not judged again: a row named before today's rule (with a "/",
+    # say) keeps its name, and a form or a PATCH re-sending it must not be refused.
+    if name is not None and not (isinstance(name, str) and name.strip() == token.name):
+        wanted["name"] = validation.clean_name(name, errors)
     if asked.get("description") is not None:
         wanted["description"] = validation.clean_description(asked.get("description"), errors)
     granted = authority.derive(
@@ -367,6 +370,7 @@ def plan_token_update(
     if errors:
         raise ValidationError(errors)
     changes = {f: value for f, value in wanted.items() if getattr(token, f) != value}
+    authority.authorize_changes(credential, token, set(changes))
     if changes and token.revoked_at is not None:
         raise ValidationError(_("A revoked token cannot be changed."))
     if "name" in changes:
