@@ -334,3 +334,18 @@ def test_managers_token_acts_only_for_its_owner(alice, superuser, issue):
 def test_only_an_api_token_mints_jwts(alice):
     with pytest.raises(authority.NotPermitted):
         authority.authorize(authority.credential_of(alice), authority.Action.MINT_JWT, owner=alice)
+
+
+def test_a_child_never_rotates_its_parent_even_with_equal_limits(api, alice, issue, clock):
+    parent = issue(alice, ["tokens:write"])
+    child = api.post(
+        TOKENS,
+        {"name": "child", "scopes": ["tokens:write"]},
+        format="json",
+        **bearer(parent.plaintext),
+    ).json()
+    stored = APIToken.objects.get(key_id=child["id"])
+    assert (stored.scopes, stored.expires_at) == (parent.token.scopes, parent.token.expires_at)
+    before = snapshot(parent.token)
+    assert rotate(api, child["token"], parent.token.key_id).status_code == 403
+    assert snapshot(parent.token) == before

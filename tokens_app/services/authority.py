@@ -229,11 +229,14 @@ def covers(credential: Credential, target: APIToken) -> bool:
     implications) a subset, an expiry no later, networks inside, and every budget the
     credential counts against counted by the target too (itself, or a token it created).
     A change (guardrails, name) is judged the same way: a weaker token may neither take
-    over a stronger one nor lock its holder out.
+    over a stronger one nor lock its holder out. A token's ancestors are never covered,
+    even when no limit tells them apart.
     """
     token = credential.token
     if token is None:
         return credential.kind in (Kind.OPERATOR, Kind.USER)
+    if any(key_id == target.key_id for key_id, _rate in token.ancestry):
+        return False  # a token never takes over (or locks out) the token it came from
     bounds = bounds_of(credential)
     registry = scopes.registry()
     if not registry.expand(target.scopes) <= registry.expand(token.scopes):
