@@ -177,6 +177,20 @@ def admin_client(user: Any) -> Client:
     return client
 
 
+def issue_data(owner: Any, **overrides: Any) -> dict[str, Any]:
+    """The admin issue form for *owner*, filled in with defaults, with *overrides*."""
+    data = {
+        "owner": owner.pk,
+        "name": "ci",
+        "description": "",
+        "scopes": ["notes:read"],
+        "expiry": "30",
+        "allowed_ips": "",
+        "rate_limit": "",
+    }
+    return {**data, **overrides}
+
+
 def change_data(token: APIToken, **overrides: Any) -> dict[str, Any]:
     """The admin change form of *token* as submitted unchanged, with *overrides*."""
     data = {

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer, change_data, grant
+from tests.conftest import bearer, change_data, grant, issue_data
 from tokens_app import keys, services
 from tokens_app.models import APIToken, TokenEvent
 
@@ -28,17 +28,6 @@ MISSING_PK = 987654
 def token_url(token_or_pk, action="change"):
     pk = getattr(token_or_pk, "pk", token_or_pk)
     return f"{LIST_URL}{pk}/{action}/"
-
-
-def issue_data(owner, **overrides):
-    data = {
-        "owner": owner.pk,
-        "name": "ci",
-        "description": "",
-        "scopes": ["notes:read"],
-        "expiry": "30",
-    }
-    return {**data, **overrides}
 
 
 def issued_token(response):

@@ -20,7 +20,7 @@ from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from tests.conftest import admin_client, bearer, change_data
+from tests.conftest import admin_client, bearer, change_data, issue_data
 from tokens_app import keys, services
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
 from tokens_app.models import APIToken, TokenEvent
@@ -96,19 +96,6 @@ def session(user: Any) -> APIClient:
     client = APIClient()
     client.force_login(user)
     return client
-
-
-def issue_data(owner: Any, **overrides: Any) -> dict[str, Any]:
-    data = {
-        "owner": owner.pk,
-        "name": "ci",
-        "description": "",
-        "scopes": ["notes:read"],
-        "expiry": "30",
-        "allowed_ips": "",
-        "rate_limit": "",
-    }
-    return {**data, **overrides}
 
 
 def admin_change_url(token: APIToken) -> str:
@@ -705,9 +692,7 @@ def test_child_of_a_restricted_token_cannot_widen(restricted_parent, wider):
 
 def test_restricted_token_cannot_widen_another_token_by_patch(alice, issue, restricted_parent):
     # A token it created (one it may change at all), narrower than itself.
-    sibling = issue(
-        alice, allowed_ips=["10.5.0.0/16"], parent=restricted_parent.token
-    ).token
+    sibling = issue(alice, allowed_ips=["10.5.0.0/16"], parent=restricted_parent.token).token
     before = snapshot(sibling)
     for wider in (["0.0.0.0/0"], ["10.5.0.0/16", "192.0.2.0/24"], [V6]):
         response = APIClient().patch(

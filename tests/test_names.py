@@ -17,7 +17,7 @@ from django.core import mail
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
-from tests.conftest import admin_client, bearer, change_data, command_line
+from tests.conftest import admin_client, bearer, change_data, command_line, issue_data
 from tokens_app import labels, services
 from tokens_app.models import APIToken, TokenEvent
 
@@ -165,19 +165,6 @@ def test_password_exchange_refuses_the_name(api, alice):
     assert counts() == before
 
 
-def admin_issue_data(owner: Any, **overrides: Any) -> dict[str, Any]:
-    data = {
-        "owner": owner.pk,
-        "name": "ci",
-        "description": "",
-        "scopes": ["notes:read"],
-        "expiry": "30",
-        "allowed_ips": "",
-        "rate_limit": "",
-    }
-    return {**data, **overrides}
-
-
 def form_errors(response: Any) -> dict[str, list[str]]:
     context = response.context
     form = context["adminform"].form if "adminform" in context else context["form"]
@@ -187,7 +174,7 @@ def form_errors(response: Any) -> dict[str, list[str]]:
 @pytest.mark.parametrize("name", ["prod/eu", "bidi\u202eoverride", "bell\x07"])
 def test_admin_issue_form_refuses_the_name(alice, superuser, name):
     before = counts()
-    response = admin_client(superuser).post(ADMIN_ADD, admin_issue_data(alice, name=name))
+    response = admin_client(superuser).post(ADMIN_ADD, issue_data(alice, name=name))
     assert response.status_code == 200
     assert 'id="issued-token"' not in response.content.decode()
     assert form_errors(response) == {"name": [MESSAGE]}
