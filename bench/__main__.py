@@ -25,7 +25,15 @@ from urllib.parse import urlsplit, urlunsplit
 from bench import report
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_DATABASES = ("tokens_app_bench_small", "tokens_app_bench_large")
+
+
+def pg_databases(base_url: str) -> tuple[str, str]:
+    """The two bench databases: named after *base_url*'s, so two people's runs never collide.
+
+    ``postgres://…/tokens_app`` gives ``tokens_app_bench_small`` and ``…_large``.
+    """
+    name = urlsplit(base_url).path.lstrip("/") or "tokens_app"
+    return f"{name}_bench_small", f"{name}_bench_large"
 
 
 def postgres_urls(base_url: str) -> tuple[str, str]:
@@ -34,10 +42,10 @@ def postgres_urls(base_url: str) -> tuple[str, str]:
 
     parts = urlsplit(base_url)
     with psycopg.connect(base_url, autocommit=True) as connection:
-        for name in PG_DATABASES:
+        for name in pg_databases(base_url):
             connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
             connection.execute(f'CREATE DATABASE "{name}"')
-    small, large = (urlunsplit(parts._replace(path=f"/{name}")) for name in PG_DATABASES)
+    small, large = (urlunsplit(parts._replace(path=f"/{name}")) for name in pg_databases(base_url))
     return small, large
 
 
@@ -45,7 +53,7 @@ def drop_postgres(base_url: str) -> None:
     import psycopg
 
     with psycopg.connect(base_url, autocommit=True) as connection:
-        for name in PG_DATABASES:
+        for name in pg_databases(base_url):
             connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 

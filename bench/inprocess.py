@@ -36,7 +36,7 @@ from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.routing import selected  # noqa: E402
-from tokens_app import hashing, jwt_tokens, services  # noqa: E402
+from tokens_app import hashing, jwt_tokens, keys, lookup, services  # noqa: E402
 from tokens_app.conf import token_settings  # noqa: E402
 from tokens_app.models import APIToken  # noqa: E402
 
@@ -61,6 +61,7 @@ class Row:
     headers: dict[str, str] = field(default_factory=dict)
     argon2: bool = False
     deny_list: str = ""
+    status: int = 200
     samples: list[int] = field(default_factory=list)
     queries: float = 0.0
     writes: float = 0.0
@@ -149,6 +150,17 @@ def prepare(alias: str, size: int) -> dict[str, str]:
         issued = services.issue_token(user, name="bench", scopes=["notes:read"])
         credentials["apitoken"] = issued.plaintext
         credentials["jwt"] = jwt_tokens.mint(issued.token).access_token
+        # The timing pair: what a prober sends, both with a valid checksum (so both are
+        # queried). The unknown key id is the bench token's with its last character one
+        # step back (forward in the index's upper half), so its lookup reads the bench
+        # token's row, as the wrong secret's does: the same data, only the path differs.
+        prefix, key_id = token_settings().prefix, issued.token.key_id
+        step = -1 if key_id < lookup.MIDDLE_KEY_ID else 1
+        last = keys.BASE62[(keys.BASE62.index(key_id[-1]) + step) % len(keys.BASE62)]
+        credentials["wrong-secret"] = keys.assemble(prefix, key_id, keys.generate_secret())
+        credentials["unknown-key-id"] = keys.assemble(
+            prefix, key_id[:-1] + last, keys.generate_secret()
+        )
         with argon2_settings():
             credentials["argon2"] = services.issue_token(
                 user, name="bench-argon2", scopes=["notes:read"]
@@ -175,6 +187,12 @@ def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> l
     for size in sizes:
         bearer = {"HTTP_AUTHORIZATION": f"Bearer {credentials[size]['apitoken']}"}
         rows.append(Row(f"apitoken-{size}", "tokens_app, HMAC", "/apitoken/", size, bearer))
+    for name, label in (
+        ("wrong-secret", "wrong secret (known key id)"),
+        ("unknown-key-id", "unknown key id"),
+    ):
+        probe = {"HTTP_AUTHORIZATION": f"Bearer {small[name]}"}
+        rows.append(Row(name, label, "/apitoken/", "small", probe, status=401))
     jwt = {"HTTP_AUTHORIZATION": f"Bearer {small['jwt']}"}
     rows.append(Row("jwt-locmem", "JWT, local-memory deny list", "/jwt/", "-", jwt))
     if "redis" in settings.CACHES:
@@ -188,7 +206,7 @@ def send(client: Client, row: Row) -> int:
     started = time.perf_counter_ns()
     response = client.get(row.path, **row.headers)
     elapsed = time.perf_counter_ns() - started
-    if response.status_code != 200:
+    if response.status_code != row.status:
         raise SystemExit(f"{row.name}: HTTP {response.status_code} {response.content[:200]!r}")
     return elapsed
 
@@ -260,6 +278,15 @@ def percentile(samples: list[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
 
 
+def halves(row: Row, per_round: int) -> list[float]:
+    """Median µs of the even rounds and of the odd ones: the row against itself (noise)."""
+    size = 1 if row.argon2 else per_round
+    rounds = [row.samples[i : i + size] for i in range(0, len(row.samples), size)]
+    even = [sample for chunk in rounds[0::2] for sample in chunk]
+    odd = [sample for chunk in rounds[1::2] for sample in chunk] or even
+    return [statistics.median(even) / 1000, statistics.median(odd) / 1000]
+
+
 def server_version() -> str:
     connection = connections["default"]
     connection.ensure_connection()
@@ -302,6 +329,7 @@ def main(argv: list[str]) -> int:
                 "count": len(row.samples),
                 "median_us": statistics.median(row.samples) / 1000,
                 "p90_us": percentile(row.samples, 0.9),
+                "halves_us": halves(row, args.per_round),
             }
             for row in rows
         ],

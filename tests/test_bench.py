@@ -37,12 +37,14 @@ def test_bench_quick_run_reports_every_row(tmp_path):
     for backend in results["backends"]:
         rows = {row["name"]: row for row in backend["rows"]}
         expected = {"floor", "roundtrip", "authtoken", "apitoken-small", "apitoken-large"}
-        assert expected | {"argon2", "jwt-locmem"} <= set(rows)
-        for name in ("apitoken-small", "apitoken-large", "argon2"):
+        timing_pair = {"wrong-secret", "unknown-key-id"}  # refused: 401s, one query each
+        assert expected | timing_pair | {"argon2", "jwt-locmem"} <= set(rows)
+        for name in ("apitoken-small", "apitoken-large", "argon2", *timing_pair):
             assert (rows[name]["queries"], rows[name]["writes"]) == (1, 0), name
         for name in ("floor", "jwt-locmem", "jwt-redis"):
             if name in rows:  # the Redis row only when a Redis answers
                 assert (rows[name]["queries"], rows[name]["writes"]) == (0, 0), name
     names = {budget["name"] for budget in results["budgets"]}
     assert "1 query, 0 writes per request" in names
+    assert "unknown key id / wrong secret (timing)" in names
     assert "| tokens_app, default hasher |" in result.stdout

@@ -109,9 +109,17 @@ def verify_secret(secret: str, stored: str) -> tuple[bool, str | None]:
 
 @cached_until_settings_change
 def _dummy_hash() -> str:
+    # Made by the current hasher under the current key (or Argon2 parameters), so it has
+    # the shape of a freshly issued token's hash and verifying it is the same work. No
+    # presented secret can match it: secrets are base62, this one holds "." and "-".
     return hash_secret("tokens_app.dummy-secret")
 
 
 def burn_verification_time(secret: str) -> None:
-    """Verify *secret* against a dummy hash so unknown key ids cost what wrong secrets cost."""
+    """Verify *secret* against a dummy hash so unknown key ids cost what wrong secrets cost.
+
+    The same pwdlib path as a wrong secret for a known key id: ``verify_and_update``,
+    the current hasher's ``identify`` and ``verify``, no rehash (a mismatch never has one).
+    ``tests/test_timing_paths.py`` compares the two call by call.
+    """
     verify_secret(secret, _dummy_hash())

@@ -2,12 +2,17 @@
 
 ``APIToken.objects.select_related("owner").get(key_id=...)`` spends hundreds of
 microseconds of Python building, compiling and quoting the same SQL on every request;
-the database then answers in tens. Here the statement is written once per database
-alias from model metadata (table and column names quoted by that connection, the
-configured user model, every concrete field of both), and each row is materialised
-the way the ORM would: the connection's and the fields' converters, then
-``Model.from_db``. So ``request.user`` is a complete user instance and ``request.auth``
-a complete token, with its owner cached as ``select_related`` would leave it.
+the database then answers in tens. Here the statement (one for each half of the key
+space, see ``TokenLookup``) is written once per database alias from model metadata
+(table and column names quoted by that connection, the configured user model, every
+concrete field of both), and each row is materialised the way the ORM would: the
+connection's and the fields' converters, then ``Model.from_db``. So ``request.user``
+is a complete user instance and ``request.auth`` a complete token, with its owner
+cached as ``select_related`` would leave it.
+
+An unknown key id costs what a known one does: the statement reads the nearest token in
+index order, which is built like any other and then dropped because its key id is not the
+one asked for. So the answer time does not tell an attacker which key ids exist.
 
 On SQLite and PostgreSQL (psycopg 3) the statement goes straight to the driver when
 nothing observes queries: on PostgreSQL as a server-side prepared statement, so the
@@ -36,6 +41,7 @@ from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttrib
 from django.db.models.query_utils import DeferredAttribute
 from django.utils.dateparse import parse_datetime
 
+from tokens_app import keys
 from tokens_app.conf import cached_until_settings_change, token_settings
 from tokens_app.models import APIToken
 
@@ -43,6 +49,11 @@ Converter = Callable[[Any, Any, Any], Any]
 #: Runs the statement on the driver's own connection: (driver connection, key id) -> row.
 DriverRunner = Callable[[Any, str], Sequence[Any] | None]
 _ONLY_WHEN_ASKED = 2**31 - 1  # a prepare threshold no query count reaches
+#: Key ids below this are looked up towards the end of the index, the others towards its
+#: start (see TokenLookup). Base62's middle character, in code point order: the order of
+#: SQLite's BINARY and PostgreSQL's "C" collations. Another collation only shifts where
+#: the halves meet; an exact match is found either way.
+MIDDLE_KEY_ID = keys.BASE62[len(keys.BASE62) // 2]
 
 
 @dataclass(frozen=True)
@@ -136,24 +147,56 @@ class TokenLookup:
         key_id_column = quote(APIToken._meta.get_field("key_id").column)
         join_left = f"{token_table}.{quote(owner_field.column)}"
         join_right = f"{owner_table}.{quote(owner_field.target_field.column)}"
-        joined = f"{token_table} INNER JOIN {owner_table} ON ({join_left} = {join_right})"
+        on = f"INNER JOIN {owner_table} ON ({join_left} = {join_right})"
         # Every name is quoted by the connection; the key id is the one bound parameter.
-        # key_id is unique: at most one row, so no LIMIT and no ORDER BY.
-        where = f"WHERE {token_table}.{key_id_column} = %s"
+        # Not "key_id = %s" but the first token at the key id or past it in index order,
+        # reading towards the middle of the key space: so a miss reads, sends and
+        # materialises a row as a hit does (see fetch). A miss reads no row only when all
+        # key ids lie between it and the nearer end of the key space (odds 2 × 2**-n for n
+        # random key ids: a table of a few tokens). Still one index descent and no other
+        # plan node: a fallback branch or a MAX() subquery would cost every request their
+        # executor setup (~20 µs on PostgreSQL).
+        key_id = f"{token_table}.{key_id_column}"
+        connection = connections[alias]
+        first = connection.ops.limit_offset_sql(0, 1)  # LIMIT 1, or Oracle's FETCH FIRST
         select, driver_select = (
             ", ".join(token_columns + owner_columns),
             ", ".join(token_driver + owner_driver),
         )
-        self.sql = f"SELECT {select} FROM {joined} {where}"  # noqa: S608
-        driver_sql = f"SELECT {driver_select} FROM {joined} {where}"  # noqa: S608
-        self._driver_runner = _driver_runner(connections[alias], driver_sql)
+        token_select = ", ".join(token_columns)
+        sql: dict[bool, str] = {}
+        driver_sql: dict[bool, str] = {}
+        for towards_end, (compare, order) in ((True, (">=", "")), (False, ("<=", " DESC"))):
+            where = f"WHERE {key_id} {compare} %s ORDER BY {key_id}{order} {first}"
+            if connection.vendor == "sqlite":
+                source = f"{token_table} {on} {where}"
+            else:
+                # The limit inside, on the token alone: PostgreSQL plans the join of a
+                # range as many rows and adds a Memoize node whose cache, sized for
+                # every owner, costs more than the whole query (~150 µs a request).
+                token_only = f"SELECT {token_select} FROM {token_table} {where}"  # noqa: S608
+                source = f"({token_only}) {token_table} {on}"
+            sql[towards_end] = f"SELECT {select} FROM {source}"  # noqa: S608
+            driver_sql[towards_end] = f"SELECT {driver_select} FROM {source}"  # noqa: S608
+        #: The statement for key ids in the first half of the key space (towards its end).
+        self.sql = sql[True]
+        #: The statement for key ids in the second half (towards its start).
+        self.sql_descending = sql[False]
+        self._sql = sql
+        self._driver_runners = {
+            towards_end: _driver_runner(connection, driver_sql[towards_end])
+            for towards_end in (True, False)
+        }
+        self._key_id_position = self.token_part.start + self.token_part.attnames.index("key_id")
 
     def _row(self, connection: BaseDatabaseWrapper, key_id: str) -> tuple[Any, bool]:
         """Return the row (or ``None``) and whether the driver lane read it."""
+        towards_end = key_id < MIDDLE_KEY_ID
+        runner = self._driver_runners[towards_end]
         observed = connection.execute_wrappers or connection.queries_logged
-        if self._driver_runner is None or observed:
+        if runner is None or observed:
             with connection.cursor() as cursor:
-                cursor.execute(self.sql, [key_id])
+                cursor.execute(self._sql[towards_end], [key_id])
                 return cursor.fetchone(), False
         # What connection.cursor() and CursorWrapper.execute() check, minus their layers.
         connection.close_if_health_check_failed()
@@ -161,10 +204,17 @@ class TokenLookup:
         connection.validate_thread_sharing()
         connection.validate_no_broken_transaction()
         with connection.wrap_database_errors:
-            return self._driver_runner(connection.connection, key_id), True
+            return runner(connection.connection, key_id), True
 
     def fetch(self, key_id: str) -> APIToken | None:
-        """Return the token with *key_id*, its owner loaded, or ``None``: one query."""
+        """Return the token with *key_id*, its owner loaded, or ``None``: one query.
+
+        The row read is the token's or, for an unknown key id, its neighbour's in index
+        order; either is converted and materialised, and only then compared, so a miss
+        costs what a hit costs (the server's work, the row on the wire, the converters,
+        the instances) and the answer time does not tell which key ids exist. Nothing
+        of a neighbour leaves this method. Only an empty table reads no row.
+        """
         connection = connections[self.alias]
         row, by_driver = self._row(connection, key_id)
         if row is None:
@@ -178,6 +228,10 @@ class TokenLookup:
         token = _materialise(self.token_part, values, self.alias)
         owner = _materialise(self.owner_part, values, self.alias)
         self._owner_field.set_cached_value(token, owner)
+        # Exact comparison in Python: a case-insensitive collation may sort "aB" next to
+        # "Ab", and only the token whose key id is exactly the one asked for is an answer.
+        if values[self._key_id_position] != key_id:
+            return None
         return cast(APIToken, token)
 
 

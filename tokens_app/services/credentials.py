@@ -64,15 +64,24 @@ def authenticate(
     # One prepared query, no ORM query building (tokens_app.lookup says why).
     token = find_token_with_owner(parsed.key_id)
     if token is None:
+        # The lookup read and built a row even so (tokens_app.lookup); here, the rest of
+        # a wrong secret's work: the clock read and two verifications by the same hasher.
+        clock.now()
+        hashing.burn_verification_time(parsed.secret)
         hashing.burn_verification_time(parsed.secret)
         raise InvalidToken("unknown key id", parsed.key_id)
     now = clock.now()
     matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
-    if not matches and _in_rotation_grace(token, now):
-        matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
-        upgraded = None  # the previous hash is retired, never upgraded
-        if matches:  # what this credential may still do: services.authority (GRACE)
-            token.presented_grace_until = token.previous_secret_valid_until
+    if not matches:
+        # A second verification after every mismatch (the dummy hash outside a grace), so a
+        # wrong secret costs the same in a grace or not, and as much as an unknown key id.
+        if _in_rotation_grace(token, now):
+            matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
+            upgraded = None  # the previous hash is retired, never upgraded
+            if matches:  # what this credential may still do: services.authority (GRACE)
+                token.presented_grace_until = token.previous_secret_valid_until
+        else:
+            hashing.burn_verification_time(parsed.secret)
     if not matches:
         raise InvalidToken("wrong secret", token.key_id)
     status = token.status(now)
