@@ -15,9 +15,11 @@ The credentials, strongest first:
 - ``OPERATOR``: code or a management command (no actor, nothing presented). Trusted.
 - ``USER``: a person who proved it with a password or a session. Manages their own
   tokens (every token, with the manage-all right); bounded only by the grant policy.
-- ``TOKEN``: an API token's current secret. Acts on its owner's tokens, and only on
-  those that can do no more than it can (:func:`covers`); whatever it creates stays
-  within it and counts against its rate.
+- ``TOKEN``: an API token's current secret. Creates and revokes its owner's tokens;
+  rotates and changes only itself and the tokens derived from it (its family), and
+  only those that can do no more than it can (:func:`covers`). Whatever it creates or
+  obtains stays within it, counts against its rate, and is revoked and narrowed with
+  it: a secret it obtained by rotating a sibling would outlive its revocation.
 - ``GRACE``: a rotated token's previous secret, during the rotation grace. It is for
   finishing work in flight: it authenticates requests until the grace ends, may revoke,
   and may derive only what ends when the grace does; it may not rotate or change.
@@ -183,10 +185,26 @@ def authorize(
                 "it cannot rotate or change tokens. Use the new secret."
             )
         )
-    if target is not None and not covers(credential, target):
+    if target is not None and not (in_family(credential, target) and covers(credential, target)):
         raise NotPermitted(
-            _("A token can rotate or change only tokens that can do no more than it can.")
+            _(
+                "A token can rotate or change only itself and the tokens it created, "
+                "and only those that can do no more than it can."
+            )
         )
+
+
+def in_family(credential: Credential, target: APIToken) -> bool:
+    """Whether *target* is the presented token or was derived from it (people: always).
+
+    What a token obtains by rotating or changing must go when the token goes: revoking a
+    token revokes its descendants and narrowing it narrows them, so only they (and the
+    token itself) are within its reach. A sibling, however weak, is not.
+    """
+    token = credential.token
+    if token is None:
+        return True
+    return target.pk == token.pk or any(key_id == token.key_id for key_id, _rate in target.ancestry)
 
 
 def authorize_changes(credential: Credential, target: APIToken, fields: set[str]) -> None:
@@ -284,13 +302,16 @@ def _per_second(rate: str) -> float:
     return count / seconds
 
 
-def _bound_scopes(names: list[str], bounds: Bounds, errors: Errors) -> list[str]:
+_BEYOND_CALLER = _("A token cannot grant scopes it does not hold: %(scopes)s.")
+_BEYOND_PARENT = _("A token cannot hold scopes its parent token does not: %(scopes)s.")
+
+
+def _bound_scopes(
+    names: list[str], bounds: Bounds, errors: Errors, message: Any = _BEYOND_CALLER
+) -> list[str]:
     beyond = [n for n in names if bounds.scopes is not None and n not in bounds.scopes]
     if beyond:
-        errors.setdefault("scopes", []).append(
-            _("A token cannot grant scopes it does not hold: %(scopes)s.")
-            % {"scopes": ", ".join(beyond)}
-        )
+        errors.setdefault("scopes", []).append(message % {"scopes": ", ".join(beyond)})
     return names
 
 
@@ -358,6 +379,36 @@ def derive(credential: Credential, grant: Grant, errors: Errors, *, creating: bo
         else _bound_networks(grant.networks, bounds, errors),
         rate=None if grant.rate is None else _bound_rate(grant.rate, credential, bounds, errors),
         expires_at=_bound_expiry(grant, bounds, errors) if creating else None,
+        explicit_expiry=grant.explicit_expiry,
+    )
+
+
+def within_parent(target: APIToken, grant: Grant, errors: Errors) -> Grant:
+    """Return the change *grant* held within *target*'s parent, whoever asks for it.
+
+    The result check of a change, next to :func:`derive`'s bound by the caller: a token
+    derived from another never does more than it, so a session, a manager in the admin
+    or a command may narrow a child but not take it beyond its parent (its holder, the
+    parent's, would then reach what the parent cannot). Networks left empty inherit the
+    parent's, as at creation.
+    """
+    parent = target.parent
+    if parent is None:
+        return grant
+    as_parent = Credential(Kind.TOKEN, parent.owner, parent)
+    bounds = bounds_of(as_parent)
+    rate = grant.rate
+    if rate is not None and bounds.rate:  # no rate of its own: nothing to stay within
+        rate = _bound_rate(rate, as_parent, bounds, errors)
+    return Grant(
+        scopes=None
+        if grant.scopes is None
+        else _bound_scopes(grant.scopes, bounds, errors, _BEYOND_PARENT),
+        networks=None
+        if grant.networks is None
+        else _bound_networks(grant.networks, bounds, errors),
+        rate=rate,
+        expires_at=grant.expires_at,
         explicit_expiry=grant.explicit_expiry,
     )
 

@@ -242,8 +242,9 @@ def rotate_token(
     The old secret stops working at once, or after *grace_seconds* (at most
     ``MAX_ROTATION_GRACE``) so a deployment can switch over without downtime; JWTs
     minted from it stop with it. Only a usable token can be rotated, and only by a
-    credential that covers it (``services.authority``): *parent* is the credential the
-    request presented, if any. Raise ``ValidationError`` or ``authority.NotPermitted``.
+    credential that may (``services.authority``: a person, or the token itself or one of
+    its ancestors, covering it): *parent* is the credential the request presented, if
+    any. Raise ``ValidationError`` or ``authority.NotPermitted``.
     """
     grace_seconds = _clean_grace(grace_seconds)
     credential = authority.credential_of(actor, parent)
@@ -357,9 +358,10 @@ def plan_token_update(
         wanted["name"] = validation.clean_name(name, errors)
     if asked.get("description") is not None:
         wanted["description"] = validation.clean_description(asked.get("description"), errors)
-    granted = authority.derive(
-        credential, _asked_grant(token, actor, asked, errors), errors, creating=False
-    )
+    # Within the token's parent first (what a child left empty inherits), then within
+    # the caller, which is the parent, one of its ancestors, or a person.
+    asked_grant = authority.within_parent(token, _asked_grant(token, actor, asked, errors), errors)
+    granted = authority.derive(credential, asked_grant, errors, creating=False)
     for name, value in (
         ("scopes", granted.scopes),
         ("allowed_ips", granted.networks),
@@ -406,7 +408,9 @@ def _narrow_descendants(token: APIToken, *, actor: Any, ip: str | None, via: str
             child.revoked_at = now
         elif changes:
             _apply(child, changes, actor=actor, ip=ip, via=via, ancestor=token.key_id)
-            if _POWER_FIELDS & set(changes):
+            # A JWT carries its ancestors' rates too (shared_rate_limits): a new ancestry
+            # (a tightened ancestor) must not leave JWTs counting the old, looser ones.
+            if (_POWER_FIELDS | {"ancestry"}) & set(changes):
                 denylist.refuse_minted_until(child.key_id, now)
         current[child.pk] = child
 
