@@ -994,20 +994,20 @@ class AuthorityMachine(RuleBasedStateMachine):
     @rule(active=st.booleans())
     def set_active(self, active: bool) -> None:
         """The admin (de)activates the owner: a model save, as the admin's form does."""
-        self.tick()
-        if self.owner.active and not active:
-            self.owner.lost_power_at = epoch(self.now)
-        self.owner.active = self.alice.is_active = active
-        self.alice.save()
+        self.set_owner_flag("active", active)
 
     @precondition(lambda self: not self.owner.deleted)
     @rule(staff=st.booleans())
     def set_staff(self, staff: bool) -> None:
         """The admin demotes or promotes the owner: audit:read is for staff only."""
+        self.set_owner_flag("staff", staff)
+
+    def set_owner_flag(self, flag: str, value: bool) -> None:
         self.tick()
-        if self.owner.staff and not staff:
+        if getattr(self.owner, flag) and not value:
             self.owner.lost_power_at = epoch(self.now)
-        self.owner.staff = self.alice.is_staff = staff
+        setattr(self.owner, flag, value)
+        setattr(self.alice, f"is_{flag}", value)
         self.alice.save()
 
     @precondition(lambda self: not self.owner.deleted and len(self.held) > 12)
