@@ -27,8 +27,8 @@ Redis on this machine); rates are loose enough that the checks' own requests nev
 a budget. Besides random rules, a few directed ones pick from the model what random draws
 seldom line up (a token and one it may rotate; a token that obtained others, then
 leaked). Reverting item 1's fix (rotation judged as if no token were presented) fails
-the first run with three shrunk counterexamples: a sibling rotated, scopes and an
-expiry beyond the rotator.
+the first run with two shrunk counterexamples of four steps: a ``tokens:write`` token
+rotates a ``notes:read`` sibling and holds its scope, or one that outlives it.
 """
 
 import ipaddress
