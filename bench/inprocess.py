@@ -111,6 +111,7 @@ def fill(alias: str, owner: Any, count: int) -> None:
         "parent_id": None,
         "ancestry": [],
         "secret_version": 1,
+        "grace_of_version": None,
     }
     # Values as the fields would save them (JSON, datetimes), so any backend takes them.
     prepared = {

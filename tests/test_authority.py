@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer
@@ -378,3 +379,62 @@ def test_a_child_never_rotates_its_parent_even_with_equal_limits(api, alice, iss
     before = snapshot(parent.token)
     assert rotate(api, child["token"], parent.token.key_id).status_code == 403
     assert snapshot(parent.token) == before
+
+
+def test_a_child_of_the_old_secret_stops_when_a_rotation_cuts_the_grace_short(
+    api, alice, issue, clock
+):
+    # Found by review: the child ended at the grace's scheduled end, so a second rotation
+    # (which stops the old secret at once) left it working, minting and creating for hours.
+    root = issue(alice, ["tokens:write", "notes:read"], expires_in=timedelta(days=30))
+    session = APIClient()
+    session.force_login(alice)
+    rotate_url = f"{TOKENS}{root.token.key_id}/rotate/"
+    old = root.plaintext
+    new = session.post(rotate_url, {"grace_seconds": 3600}, format="json").json()["token"]
+    body = {"name": "graceborn", "scopes": ["notes:read", "tokens:write"]}
+    made = api.post(TOKENS, body, format="json", REMOTE_ADDR=HOME, **bearer(old))
+    assert made.status_code == 201
+    child = made.json()["token"]
+    sibling = api.post(TOKENS, {**body, "name": "by-new"}, format="json", **bearer(new)).json()
+    assert works(child, NOTES)
+    clock.advance(seconds=5)
+    assert session.post(rotate_url, {"grace_seconds": 0}, format="json").status_code == 200
+    clock.advance(seconds=5)
+    assert not works(old)
+    assert not works(child), "the old secret's child outlives the secret"
+    assert api.post(MINT, {}, format="json", **bearer(child)).status_code == 401
+    assert api.post(TOKENS, body, format="json", **bearer(child)).status_code == 401
+    assert works(sibling["token"]), "a child of the current secret is not the grace's"
+    stored = APIToken.objects.get(key_id=made.json()["id"])
+    assert stored.revoke_reason == "the previous secret that created it stopped"
+
+
+def test_an_old_secret_rotated_away_mid_request_creates_nothing(alice, issue, clock):
+    # The request authenticated with the grace secret; before its insert, the token was
+    # rotated again (that stops the old secret): the locked re-read refuses the child.
+    root = issue(alice, ["tokens:write", "notes:read"], expires_in=timedelta(days=30))
+    old = root.plaintext
+    services.rotate_token(root.token, actor=alice, grace_seconds=3600)
+    presented = services.authenticate(old)
+    assert presented is not None and presented.presented_grace_until is not None
+    services.rotate_token(root.token, actor=alice, grace_seconds=0)
+    with pytest.raises(ValidationError, match="no longer active"):
+        services.issue_token(
+            alice, name="late", scopes=["notes:read"], actor=alice, parent=presented
+        )
+    assert not APIToken.objects.filter(name="late").exists()
+
+
+def test_a_token_cannot_widen_its_own_networks_and_is_told_so(api, alice, issue):
+    token = issue(alice, ["tokens:write", "notes:read"], allowed_ips=["10.0.0.0/8"])
+    response = api.patch(
+        f"{TOKENS}{token.token.key_id}/",
+        {"allowed_ips": ["0.0.0.0/0"]},
+        format="json",
+        REMOTE_ADDR=HOME,
+        **bearer(token.plaintext),
+    )
+    assert response.status_code == 400
+    assert "making this change cannot allow networks" in str(response.json()["allowed_ips"])
+    assert APIToken.objects.get(pk=token.token.pk).allowed_ips == ["10.0.0.0/8"]

@@ -711,6 +711,9 @@ class AuthorityMachine(RuleBasedStateMachine):
             self.expect(response, 403, f"{by} ({self.kind(by)}) rotating {tok.label}")
             return multiple()
         self.expect(response, 200, f"{by} rotating {tok.label}")
+        for child in tok.children:  # made by a previous secret in its grace: it ends with it
+            if child.grace_bound is not None and child.expires_at > self.now:
+                self.revoke_family(child)
         previous = tok.version
         tok.version += 1
         if grace:
@@ -918,6 +921,19 @@ class AuthorityMachine(RuleBasedStateMachine):
         by, token = pairs[pick % len(pairs)]
         note(f"{by} changes {token.tok.label if token.tok else token}")
         self.patch(by, token, list(dict.fromkeys(networks)), None, True)
+
+    @precondition(lambda self: len(self.tokens) < MAX_TOKENS)
+    @rule(targets=(creds, secrets), pick=st.integers(0, 99), again=st.sampled_from((0, 60)))
+    def a_grace_secret_creates_then_a_rotation_cuts_its_grace(self, pick: int, again: int) -> Any:
+        """What the old secret made in its grace ends when a later rotation stops it."""
+        graces = [c for c in self.held if self.kind(c) == "grace" and self.refusal(c) is None]
+        if not graces:
+            return multiple()
+        old = graces[pick % len(graces)]
+        made = self.create(old, set(self.scopes_of(old)) or {"notes:read"}, None, None, None, True)
+        current = next(c for c in self.held if c.tok is old.tok and self.kind(c) == "token")
+        rotated = self.rotate(self.session, current, again, True)
+        return multiple(*made.values, *rotated.values)
 
     @rule(target=creds, pick=st.integers(0, 99))
     def a_live_secret_mints_a_jwt(self, pick: int) -> Any:

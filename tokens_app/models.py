@@ -156,6 +156,12 @@ class APIToken(models.Model):
     #: Counts rotations; JWTs carry the version of the secret that minted them, so the
     #: deny list can retire a rotated secret's JWTs when the secret itself stops.
     secret_version = models.PositiveIntegerField(_("secret version"), default=1, editable=False)
+    #: Set on a token created by its parent's *previous* secret during a rotation grace:
+    #: that secret's version. Such a token ends when that secret does, even when a later
+    #: rotation cuts the grace short (``services.rotate_token`` revokes it then).
+    grace_of_version = models.PositiveIntegerField(
+        _("created by the parent's previous secret"), null=True, blank=True, editable=False
+    )
 
     #: Set by authentication on the instance it returns (never stored): when the request
     #: presented the previous secret of a rotation grace, the moment that secret stops.

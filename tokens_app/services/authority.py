@@ -315,7 +315,15 @@ def _bound_scopes(
     return names
 
 
-def _bound_networks(networks: list[str], bounds: Bounds, errors: Errors) -> list[str]:
+_OUTSIDE_PARENT = _("A token cannot allow networks its parent token does not: %(networks)s.")
+_OUTSIDE_CALLER = _(
+    "The token making this change cannot allow networks it is not allowed itself: %(networks)s."
+)
+
+
+def _bound_networks(
+    networks: list[str], bounds: Bounds, errors: Errors, message: Any = _OUTSIDE_PARENT
+) -> list[str]:
     if not bounds.networks:
         return networks
     if not networks:
@@ -323,8 +331,7 @@ def _bound_networks(networks: list[str], bounds: Bounds, errors: Errors) -> list
     outside = [net for net in networks if not _networks_within([net], bounds.networks)]
     if outside:
         errors.setdefault("allowed_ips", []).append(
-            _("A token cannot allow networks its parent token does not: %(networks)s.")
-            % {"networks": ", ".join(sorted(outside))}
+            message % {"networks": ", ".join(sorted(outside))}
         )
         return []
     return networks
@@ -376,7 +383,9 @@ def derive(credential: Credential, grant: Grant, errors: Errors, *, creating: bo
         scopes=None if grant.scopes is None else _bound_scopes(grant.scopes, bounds, errors),
         networks=None
         if grant.networks is None
-        else _bound_networks(grant.networks, bounds, errors),
+        else _bound_networks(
+            grant.networks, bounds, errors, _OUTSIDE_PARENT if creating else _OUTSIDE_CALLER
+        ),
         rate=None if grant.rate is None else _bound_rate(grant.rate, credential, bounds, errors),
         expires_at=_bound_expiry(grant, bounds, errors) if creating else None,
         explicit_expiry=grant.explicit_expiry,
@@ -413,11 +422,27 @@ def within_parent(target: APIToken, grant: Grant, errors: Errors) -> Grant:
     )
 
 
-def lineage_of(credential: Credential) -> tuple[APIToken | None, list[list[str]]]:
-    """The parent and ``ancestry`` of a token *credential* creates (none for people)."""
+@dataclass(frozen=True)
+class Lineage:
+    """Where a token *credential* creates comes from: its parent, ``ancestry`` and grace."""
+
+    parent: APIToken | None = None
+    ancestry: list[list[str]] = field(default_factory=list)
+    #: For a token made by a ``GRACE`` secret: that secret's version (it ends with it).
+    grace_of_version: int | None = None
+
+
+def lineage_of(credential: Credential) -> Lineage:
+    """The lineage of a token *credential* creates (none for people)."""
     if credential.token is None:
-        return None, []
-    return credential.token, [list(entry) for entry in bounds_of(credential).ancestry]
+        return Lineage()
+    return Lineage(
+        parent=credential.token,
+        ancestry=[list(entry) for entry in bounds_of(credential).ancestry],
+        grace_of_version=presented_secret_version(credential)
+        if credential.kind is Kind.GRACE
+        else None,
+    )
 
 
 # --- keeping descendants within their parents ---------------------------------------------

@@ -163,7 +163,7 @@ def issue_token(
     granted = authority.derive(credential, asked, errors, creating=True)
     if errors:
         raise ValidationError(errors)
-    parent_token, ancestry = authority.lineage_of(credential)
+    lineage = authority.lineage_of(credential)
     token = APIToken(
         owner=owner,
         name=clean_name,
@@ -174,14 +174,16 @@ def issue_token(
         created_at=now,
         created_by=actor if getattr(actor, "pk", None) else None,
         expires_at=granted.expires_at,
-        parent=parent_token,
-        ancestry=ancestry,
+        parent=lineage.parent,
+        ancestry=lineage.ancestry,
+        grace_of_version=lineage.grace_of_version,
     )
     with transaction.atomic(using=token_database()):
         _lock_owner(owner)
         _check_owner_quota(owner, clean_name, now)
-        if parent_token is not None and not _still_usable(parent_token, now):
-            # Revoked while this request was in flight: nothing derived from it may appear.
+        if lineage.parent is not None and not _still_usable(lineage.parent, lineage, now):
+            # Revoked (or its secret rotated away) while this request was in flight:
+            # nothing derived from it may appear.
             raise ValidationError(_("The token making this request is no longer active."))
         plaintext = _insert_with_fresh_key_id(token)
         record_event(
@@ -191,16 +193,25 @@ def issue_token(
     return IssuedToken(token=token, plaintext=plaintext)
 
 
-def _still_usable(token: APIToken, now: datetime) -> bool:
-    # Locked: a revocation of the parent either commits first (and is seen here) or
-    # waits for this insert (and then finds the new child among the descendants).
+def _still_usable(parent: APIToken, lineage: authority.Lineage, now: datetime) -> bool:
+    # Locked: a revocation or rotation of the parent either commits first (and is seen
+    # here) or waits for this insert (and then finds the new child among its children).
     stored = (
         APIToken.objects.select_for_update(of=("self",))
         .select_related("owner")
-        .filter(pk=token.pk)
+        .filter(pk=parent.pk)
         .first()
     )
-    return stored is not None and stored.is_usable(now)
+    if stored is None or not stored.is_usable(now):
+        return False
+    if lineage.grace_of_version is None:
+        return True
+    valid_until = stored.previous_secret_valid_until
+    return (
+        stored.secret_version == lineage.grace_of_version + 1
+        and valid_until is not None
+        and valid_until > now
+    )
 
 
 # --- rotating -----------------------------------------------------------------------------
@@ -280,10 +291,34 @@ def rotate_token(
             detail={"grace_seconds": grace_seconds},
         )
         _retire_old_secrets(token, now, grace_end)
+        _end_grace_born_children(token, actor=actor, ip=ip, via=via, now=now)
     logger.info("Rotated API token %s via %s", token.key_id, via or "code")
     return IssuedToken(
         token=token, plaintext=keys.assemble(token_settings().prefix, token.key_id, secret)
     )
+
+
+def _end_grace_born_children(
+    token: APIToken, *, actor: Any, ip: str | None, via: str, now: datetime
+) -> None:
+    """Revoke the tokens a previous secret of *token* created during its grace.
+
+    They were made to end with that secret, and every rotation stops any previous secret
+    at once (one previous is kept, the one this rotation replaces, which never made any):
+    when a second rotation cuts a grace short, what the grace secret created stops too.
+    """
+    grace_born = APIToken.objects.filter(
+        parent=token, grace_of_version__isnull=False, revoked_at__isnull=True, expires_at__gt=now
+    )
+    for child in grace_born:
+        revoke_family(
+            child,
+            actor=actor,
+            reason="the previous secret that created it stopped",
+            ip=ip,
+            via=via,
+            now=now,
+        )
 
 
 # --- changing -----------------------------------------------------------------------------
