@@ -304,7 +304,7 @@ class APITokenAdmin(_TokenAdminBase):
                 % {"count": count, "owner": owner.get_username()},
             )
             return HttpResponseRedirect(back)
-        pending = services.tokens_for(owner).filter(revoked_at__isnull=True)
+        pending = services.tokens_for(owner).unrevoked()
         return self._render(
             request,
             "revoke_all_confirmation.html",
@@ -394,10 +394,7 @@ class TokenEventAdmin(_EventAdminBase):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TokenEvent]:
         # Why: staff who manage only their own tokens see only those tokens' events.
-        events = super().get_queryset(request)
-        if services.can_manage_all(request.user):
-            return events
-        return events.filter(token__owner=request.user.pk)
+        return services.visible_events(request.user, super().get_queryset(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

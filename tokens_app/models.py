@@ -40,12 +40,14 @@ def token_database() -> str:
 
 
 class APITokenQuerySet(models.QuerySet["APIToken"]):
+    def unrevoked(self) -> "APITokenQuerySet":
+        """Tokens nobody revoked (active, expired or with an inactive owner)."""
+        return self.filter(revoked_at__isnull=True)
+
     def usable(self, now: datetime | None = None) -> "APITokenQuerySet":
         """Tokens that authenticate right now: the queryset twin of ``is_usable``."""
         now = now or clock.now()
-        usable = self.filter(revoked_at__isnull=True).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-        )
+        usable = self.unrevoked().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         return usable.filter(owner__is_active=True) if _owner_can_be_inactive() else usable
 
     def with_status(self, status: str, now: datetime | None = None) -> "APITokenQuerySet":
@@ -55,15 +57,11 @@ class APITokenQuerySet(models.QuerySet["APIToken"]):
         if status == TokenStatus.ACTIVE:
             return self.filter(pk__in=usable)
         if status == TokenStatus.EXPIRED:
-            return self.filter(revoked_at__isnull=True, expires_at__lte=now)
+            return self.unrevoked().filter(expires_at__lte=now)
         if status == TokenStatus.REVOKED:
             return self.filter(revoked_at__isnull=False)
         if status == TokenStatus.OWNER_INACTIVE:
-            return (
-                self.filter(revoked_at__isnull=True)
-                .exclude(pk__in=usable)
-                .exclude(expires_at__lte=now)
-            )
+            return self.unrevoked().exclude(pk__in=usable).exclude(expires_at__lte=now)
         return self.none()
 
     def for_owner(self, owner: Any) -> "APITokenQuerySet":

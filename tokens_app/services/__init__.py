@@ -13,6 +13,7 @@ from tokens_app.services.access import (
     find_token,
     may_issue_for,
     tokens_for,
+    visible_events,
     visible_tokens,
 )
 from tokens_app.services.authority import NotPermitted
@@ -91,5 +92,6 @@ __all__ = [
     "token_rate",
     "tokens_for",
     "update_token",
+    "visible_events",
     "visible_tokens",
 ]

@@ -4,9 +4,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db.models import QuerySet
+
 from tokens_app import clock, hashing, keys
 from tokens_app.conf import token_settings
-from tokens_app.models import APIToken, APITokenQuerySet
+from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent
 from tokens_app.services.credentials import _in_rotation_grace
 
 MANAGE_ALL_PERMISSION = "tokens_app.manage_all_tokens"
@@ -23,6 +25,11 @@ def visible_tokens(user: Any) -> APITokenQuerySet:
     """Return the tokens *user* may see and manage: all of them, or only their own."""
     queryset = APIToken.objects.select_related("owner", "created_by", "revoked_by")
     return queryset if can_manage_all(user) else queryset.filter(owner=user.pk)
+
+
+def visible_events(user: Any, events: QuerySet[TokenEvent]) -> QuerySet[TokenEvent]:
+    """Return those of *events* about tokens *user* may see (:func:`visible_tokens`' rule)."""
+    return events if can_manage_all(user) else events.filter(token__owner=user.pk)
 
 
 def may_issue_for(actor: Any, owner: Any) -> bool:

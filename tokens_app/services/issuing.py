@@ -29,9 +29,6 @@ _KEY_ID_ATTEMPTS = 5
 #: descendants brought back within it.
 _POWER_FIELDS = frozenset({"scopes", "allowed_ips", "rate_limit"})
 
-# The audit helper's old name, for callers that still import it from here.
-_record = record_event
-
 
 @dataclass(frozen=True)
 class IssuedToken:
@@ -307,8 +304,8 @@ def _end_grace_born_children(
     at once (one previous is kept, the one this rotation replaces, which never made any):
     when a second rotation cuts a grace short, what the grace secret created stops too.
     """
-    grace_born = APIToken.objects.filter(
-        parent=token, grace_of_version__isnull=False, revoked_at__isnull=True, expires_at__gt=now
+    grace_born = APIToken.objects.unrevoked().filter(
+        parent=token, grace_of_version__isnull=False, expires_at__gt=now
     )
     for child in grace_born:
         revoke_family(

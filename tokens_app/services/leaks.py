@@ -137,7 +137,8 @@ def revoke_leaked(
         return []
     pending = (
         APIToken.objects.select_related("owner")
-        .filter(key_id__in=key_ids, revoked_at__isnull=True)
+        .unrevoked()
+        .filter(key_id__in=key_ids)
         .order_by("key_id")
     )
     return [

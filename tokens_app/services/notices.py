@@ -28,7 +28,7 @@ from django.utils.translation import ngettext
 
 from tokens_app import clock, labels
 from tokens_app.models import APIToken, TokenEvent, token_database
-from tokens_app.services.issuing import _record
+from tokens_app.services.audit import record_event
 
 logger = logging.getLogger("tokens_app")
 
@@ -205,7 +205,7 @@ def _notify_owner(
                 "within_seconds": within_seconds,
                 "expires_at": _expiry(token).isoformat(),
             }
-            _record(
+            record_event(
                 token, TokenEvent.Kind.EXPIRY_NOTICE, actor=None, ip=None, via=via, detail=detail
             )
         _message(owner, due, now, until).send(fail_silently=False)

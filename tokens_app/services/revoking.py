@@ -54,8 +54,10 @@ def _revoke_row(
     token: APIToken, now: datetime, *, actor: Any, reason: str, ip: str | None, via: str, **why: Any
 ) -> bool:
     revoked_by = actor if getattr(actor, "pk", None) else None
-    changed = APIToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-        revoked_at=now, revoked_by=revoked_by, revoke_reason=reason
+    changed = (
+        APIToken.objects.unrevoked()
+        .filter(pk=token.pk)
+        .update(revoked_at=now, revoked_by=revoked_by, revoke_reason=reason)
     )
     if changed:
         detail = {"reason": reason, **why}
@@ -168,7 +170,7 @@ def revoke_all_tokens(
     credential = authority.credential_of(actor, parent)
     authority.authorize(credential, authority.Action.REVOKE, owner=owner)
     reason = clean_reason(reason)
-    pending = APIToken.objects.for_owner(owner).filter(revoked_at__isnull=True).order_by("pk")
+    pending = APIToken.objects.for_owner(owner).unrevoked().order_by("pk")
     revoked = revoke_tokens(pending, actor=actor, reason=reason, ip=ip, via=via, parent=parent)
     logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, via or "code")
     return revoked
