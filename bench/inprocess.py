@@ -61,6 +61,8 @@ class Row:
     headers: dict[str, str] = field(default_factory=dict)
     argon2: bool = False
     deny_list: str = ""
+    #: ``TOKEN_LOOKUP`` for this row ("": the default, the prepared statement).
+    lookup: str = ""
     status: int = 200
     samples: list[int] = field(default_factory=list)
     queries: float = 0.0
@@ -69,6 +71,10 @@ class Row:
 
 def argon2_settings() -> Any:
     return override_settings(API_TOKENS={**settings.API_TOKENS, "HASHER": "argon2"})
+
+
+def lookup_settings(lane: str) -> Any:
+    return override_settings(API_TOKENS={**settings.API_TOKENS, "TOKEN_LOOKUP": lane})
 
 
 @contextmanager
@@ -188,6 +194,10 @@ def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> l
     for size in sizes:
         bearer = {"HTTP_AUTHORIZATION": f"Bearer {credentials[size]['apitoken']}"}
         rows.append(Row(f"apitoken-{size}", "tokens_app, HMAC", "/apitoken/", size, bearer))
+    orm = {"HTTP_AUTHORIZATION": f"Bearer {small['apitoken']}"}
+    rows.append(
+        Row("apitoken-orm", "tokens_app, ORM lookup", "/apitoken/", "small", orm, lookup="orm")
+    )
     for name, label in (
         ("wrong-secret", "wrong secret (known key id)"),
         ("unknown-key-id", "unknown key id"),
@@ -215,6 +225,8 @@ def send(client: Client, row: Row) -> int:
 def context_for(row: Row) -> Any:
     if row.argon2:
         return argon2_settings()
+    if row.lookup:
+        return lookup_settings(row.lookup)
     return deny_list_on(row.deny_list) if row.deny_list else nullcontext()
 
 

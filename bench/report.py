@@ -154,6 +154,7 @@ LABELS = {
     "authtoken": "DRF `authtoken` (yardstick)",
     "apitoken-small": "tokens_app, default hasher",
     "apitoken-large": "tokens_app, default hasher",
+    "apitoken-orm": 'tokens_app, `TOKEN_LOOKUP = "orm"`',
     "argon2": "tokens_app, Argon2 hasher",
     "jwt-locmem": "JWT, local-memory deny list",
     "jwt-redis": "JWT, Redis deny list",
@@ -222,6 +223,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results["throughput"]:
         parts.append(throughput_table(results["throughput"]))
     parts.append(budgets_table(results["budgets"]))
+    parts.append("\n".join(lookup_lanes(results)).rstrip())
     return "\n\n".join(parts) + "\n"
 
 
@@ -322,6 +324,30 @@ the two paths have drifted apart again.
 """
 
 
+def lookup_lanes(results: dict[str, Any]) -> list[str]:
+    """The prepared statement against the ORM lane (``TOKEN_LOOKUP``), from this run."""
+    lines = [
+        "## The prepared lookup against the ORM",
+        "",
+        "`tokens_app/lookup.py` reads the token and its owner with a statement it writes once "
+        'and materialises rows itself; `TOKEN_LOOKUP = "orm"` reads the same nearest row '
+        'with `select_related("owner")` instead (the way back if a Django release breaks '
+        "an internal the prepared lane relies on). Same token, same view, same run:",
+        "",
+    ]
+    for backend in results["backends"]:
+        rows = _rows_by_name(backend)
+        if "apitoken-orm" not in rows:
+            continue
+        prepared, orm = rows["apitoken-small"]["median_us"], rows["apitoken-orm"]["median_us"]
+        lines.append(
+            f"- {backend['server']}: prepared {prepared:,.0f} µs, ORM {orm:,.0f} µs: the "
+            f"prepared lane costs {prepared / orm:.2f}× the ORM's ({orm - prepared:,.0f} µs "
+            "less a request)."
+        )
+    return [*lines, ""]
+
+
 def missed_notes(results: dict[str, Any]) -> list[str]:
     """Say, from the measurements, why a budget was missed (when the data tells)."""
     notes = []
@@ -394,6 +420,7 @@ def write_docs(results: dict[str, Any], docs: Path) -> None:
         sections += ["## Throughput", "", throughput_table(results["throughput"]), ""]
     sections += ["## Budgets", "", budgets_table(results["budgets"]), ""]
     sections += missed_notes(results)
+    sections += lookup_lanes(results)
     sections += [TIMING]
     sections.append(WHY)
     (docs / "performance.md").write_text("\n".join(sections), encoding="utf-8")

@@ -38,8 +38,8 @@ def test_bench_quick_run_reports_every_row(tmp_path):
         rows = {row["name"]: row for row in backend["rows"]}
         expected = {"floor", "roundtrip", "authtoken", "apitoken-small", "apitoken-large"}
         timing_pair = {"wrong-secret", "unknown-key-id"}  # refused: 401s, one query each
-        assert expected | timing_pair | {"argon2", "jwt-locmem"} <= set(rows)
-        for name in ("apitoken-small", "apitoken-large", "argon2", *timing_pair):
+        assert expected | timing_pair | {"argon2", "jwt-locmem", "apitoken-orm"} <= set(rows)
+        for name in ("apitoken-small", "apitoken-large", "apitoken-orm", "argon2", *timing_pair):
             assert (rows[name]["queries"], rows[name]["writes"]) == (1, 0), name
         for name in ("floor", "jwt-locmem", "jwt-redis"):
             if name in rows:  # the Redis row only when a Redis answers
@@ -48,3 +48,4 @@ def test_bench_quick_run_reports_every_row(tmp_path):
     assert "1 query, 0 writes per request" in names
     assert "unknown key id / wrong secret (timing)" in names
     assert "| tokens_app, default hasher |" in result.stdout
+    assert "## The prepared lookup against the ORM" in result.stdout

@@ -409,3 +409,10 @@ def test_rates_are_read_as_count_and_seconds(rate, parsed):
 
 def test_default_token_rate_is_off_by_default():
     assert conf.load({}).default_token_rate is None
+
+
+def test_token_lookup_is_prepared_or_orm():
+    assert conf.load({}).token_lookup == "prepared"
+    assert conf.load({"TOKEN_LOOKUP": "orm"}).token_lookup == "orm"
+    with pytest.raises(ImproperlyConfigured, match="TOKEN_LOOKUP must be one of prepared, orm"):
+        conf.load({"TOKEN_LOOKUP": "raw"})

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "ACCEPT_X_API_KEY": False,
     "REALM": "api",
     "PREPARED_STATEMENTS": True,
+    "TOKEN_LOOKUP": "prepared",
     "JWT_ALGORITHM": "HS256",
     "JWT_SIGNING_KEY": None,
     "JWT_VERIFICATION_KEYS": [],
@@ -61,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "JWT_DENY_LIST_CACHE": "default",
 }
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
+#: How the request path reads a token: its own prepared statement, or the ORM's query.
+PREPARED_LOOKUP, ORM_LOOKUP = "prepared", "orm"
+TOKEN_LOOKUPS = (PREPARED_LOOKUP, ORM_LOOKUP)
 MIN_JWT_SECRET_LENGTH = 32
 MAX_JWT_LIFETIME = timedelta(hours=1)
 MAX_JWT_LEEWAY_SECONDS = 300
@@ -91,6 +95,8 @@ class TokenSettings:
     accept_x_api_key: bool
     realm: str
     prepared_statements: bool
+    #: ``"prepared"`` (``tokens_app.lookup``'s statement) or ``"orm"`` (a plain queryset).
+    token_lookup: str
     jwt: "JWTSettings"
     #: django-ratelimit's own settings, read here too: the alias holding the counters,
     #: and whether a cache fault lets requests through (False: they get a 503).
@@ -321,6 +327,8 @@ def load(
     hash_key, derived, old_keys = _hash_keys(raw, problems)
     accept_x_api_key = _flag(raw, "ACCEPT_X_API_KEY", problems)
     prepared_statements = _flag(raw, "PREPARED_STATEMENTS", problems)
+    if raw["TOKEN_LOOKUP"] not in TOKEN_LOOKUPS:
+        problems.append(f"TOKEN_LOOKUP must be one of {', '.join(TOKEN_LOOKUPS)}")
     jwt = _jwt_settings(raw, problems)
     realm = raw["REALM"]
     if not isinstance(realm, str) or not realm or not realm.isprintable() or '"' in realm:
@@ -350,6 +358,7 @@ def load(
         accept_x_api_key=accept_x_api_key,
         realm=realm,
         prepared_statements=prepared_statements,
+        token_lookup=raw["TOKEN_LOOKUP"],
         jwt=jwt,
         rate_limit_cache=limiter_cache,
         rate_limit_fail_open=fail_open,
