@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import scopes, services
+from tokens_app import limits, scopes, services
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken
 
@@ -49,7 +49,7 @@ def rate_limit_field() -> forms.CharField:
     return forms.CharField(
         label=_("Rate limit"),
         required=False,
-        max_length=32,
+        max_length=limits.RATE_LENGTH,
         help_text=_("Requests per period, such as 1000/h or 10/s. Empty: the configured default."),
     )
 
@@ -78,7 +78,7 @@ class IssueTokenForm(forms.Form):
     owner = forms.ModelChoiceField(
         queryset=get_user_model()._default_manager.none(), label=_("Owner")
     )
-    name = forms.CharField(label=_("Name"), max_length=100)
+    name = forms.CharField(label=_("Name"), max_length=limits.NAME_LENGTH)
     description = forms.CharField(
         label=_("Description"), required=False, widget=forms.Textarea(attrs={"rows": 3})
     )
@@ -191,7 +191,7 @@ class RevokeForm(forms.Form):
 
     reason = forms.CharField(
         label=_("Reason"),
-        max_length=services.MAX_REASON_LENGTH,
+        max_length=limits.REASON_LENGTH,
         required=False,
         help_text=_("Kept with the token and in its audit trail."),
     )

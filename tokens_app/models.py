@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, keys, scopes
+from tokens_app import clock, keys, limits, scopes
 
 
 class TokenStatus(models.TextChoices):
@@ -88,8 +88,10 @@ class APIToken(models.Model):
         related_name="api_tokens",
         verbose_name=_("owner"),
     )
-    name = models.CharField(_("name"), max_length=100)
-    description = models.TextField(_("description"), blank=True, max_length=1000)
+    name = models.CharField(_("name"), max_length=limits.NAME_LENGTH)
+    description = models.TextField(
+        _("description"), blank=True, max_length=limits.DESCRIPTION_LENGTH
+    )
     key_id = models.CharField(
         _("key id"),
         max_length=keys.KEY_ID_LENGTH,
@@ -121,7 +123,9 @@ class APIToken(models.Model):
         related_name="+",
         verbose_name=_("revoked by"),
     )
-    revoke_reason = models.CharField(_("revoke reason"), max_length=200, blank=True)
+    revoke_reason = models.CharField(
+        _("revoke reason"), max_length=limits.REASON_LENGTH, blank=True
+    )
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(_("last used IP"), null=True, blank=True)
     # Guardrails; they travel with the row that authentication already fetches (no extra SQL).
@@ -133,7 +137,7 @@ class APIToken(models.Model):
     )
     rate_limit = models.CharField(
         _("rate limit"),
-        max_length=32,
+        max_length=limits.RATE_LENGTH,
         blank=True,
         help_text=_("Requests per period, such as 1000/h; empty means the configured default."),
     )

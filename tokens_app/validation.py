@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import scopes
+from tokens_app import limits, scopes
 from tokens_app.conf import IPNetwork, parse_rate, token_settings
 from tokens_app.durations import format_duration
 
@@ -21,9 +21,9 @@ from tokens_app.durations import format_duration
 #: character (Unicode C*: line breaks, tabs, bidi overrides, zero-width marks), which
 #: can rewrite what a reader sees, nor ``/``, which builds URLs and paths.
 NAME_PATTERN = re.compile(r"^\w[\w .:@+-]*$")
-MAX_NAME_LENGTH = 100
-MAX_DESCRIPTION_LENGTH = 1000
-MAX_ALLOWED_IPS = 100
+MAX_NAME_LENGTH = limits.NAME_LENGTH
+MAX_DESCRIPTION_LENGTH = limits.DESCRIPTION_LENGTH
+MAX_ALLOWED_IPS = limits.ALLOWED_IPS
 _ENTRY_SEPARATORS = re.compile(r"[\s,]+")
 
 Errors = dict[str, list[Any]]

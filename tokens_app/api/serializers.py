@@ -5,8 +5,9 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from tokens_app import clock
+from tokens_app import clock, limits
 from tokens_app.models import APIToken
+from tokens_app.scopes import MAX_SCOPE_NAME_LENGTH
 
 
 class StrictSerializer(serializers.Serializer[Any]):
@@ -55,8 +56,8 @@ class IssuedTokenSerializer(TokenSerializer):
 
 def allowed_ips_field() -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.CharField(max_length=64),
-        max_length=100,
+        child=serializers.CharField(max_length=limits.NETWORK_LENGTH),
+        max_length=limits.ALLOWED_IPS,
         required=False,
         help_text=_("Addresses or CIDR networks the token works from; empty: anywhere."),
     )
@@ -64,7 +65,7 @@ def allowed_ips_field() -> serializers.ListField:
 
 def rate_limit_field() -> serializers.CharField:
     return serializers.CharField(
-        max_length=32,
+        max_length=limits.RATE_LENGTH,
         required=False,
         allow_blank=True,
         help_text=_("Requests per period, such as 1000/h; empty: the configured default."),
@@ -72,9 +73,14 @@ def rate_limit_field() -> serializers.CharField:
 
 
 class CreateTokenSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=100)
-    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
-    scopes = serializers.ListField(child=serializers.CharField(max_length=64), max_length=50)
+    name = serializers.CharField(max_length=limits.NAME_LENGTH)
+    description = serializers.CharField(
+        max_length=limits.DESCRIPTION_LENGTH, required=False, allow_blank=True
+    )
+    scopes = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_SCOPE_NAME_LENGTH),
+        max_length=limits.SCOPES_PER_REQUEST,
+    )
     expires_in_days = serializers.IntegerField(min_value=1, max_value=36500, required=False)
     expires_at = serializers.DateTimeField(required=False)
     allowed_ips = allowed_ips_field()
@@ -91,14 +97,18 @@ class PasswordExchangeSerializer(CreateTokenSerializer):
 
 
 class UpdateTokenSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=100, required=False)
-    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=limits.NAME_LENGTH, required=False)
+    description = serializers.CharField(
+        max_length=limits.DESCRIPTION_LENGTH, required=False, allow_blank=True
+    )
     allowed_ips = allowed_ips_field()
     rate_limit = rate_limit_field()
 
 
 class RevokeAllSerializer(StrictSerializer):
-    reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    reason = serializers.CharField(
+        max_length=limits.REASON_LENGTH, required=False, allow_blank=True
+    )
 
 
 class RotateTokenSerializer(StrictSerializer):

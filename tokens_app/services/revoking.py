@@ -15,14 +15,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, denylist
+from tokens_app import clock, denylist, limits
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority
 from tokens_app.services.audit import record_event
 
 logger = logging.getLogger("tokens_app")
 
-MAX_REASON_LENGTH = 200
+MAX_REASON_LENGTH = limits.REASON_LENGTH
 
 
 def clean_reason(reason: Any) -> str:
