@@ -42,7 +42,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     from rest_framework.views import exception_handler as drf_exception_handler
 
     from tokens_app.parsers import request_body_error
-    from tokens_app.services.authority import NotPermitted
+    from tokens_app.services.errors import NotPermitted
 
     if isinstance(exc, NotPermitted):
         # DRF would replace Django's PermissionDenied by its generic message; ours says why.

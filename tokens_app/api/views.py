@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens_app import keys, services
+from tokens_app import services
 from tokens_app.api.serializers import (
     CreateTokenSerializer,
     IssuedTokenSerializer,
@@ -91,12 +91,8 @@ class TokenListView(generics.ListAPIView[APIToken]):
 
     def get_queryset(self) -> APITokenQuerySet:
         request = self.request
-        if request.query_params.get("all") == "true":
-            if not services.can_manage_all(request.user):
-                raise exceptions.PermissionDenied(_("Only token managers may list every token."))
-            tokens = services.visible_tokens(request.user)
-        else:
-            tokens = services.tokens_for(request.user)
+        every = request.query_params.get("all") == "true"
+        tokens = services.listed_tokens(request.user, every=every)
         wanted = request.query_params.get("status")
         if wanted is None:
             return tokens
@@ -136,11 +132,8 @@ class TokenListView(generics.ListAPIView[APIToken]):
 
 
 def own_token(request: Request, key_id: str) -> APIToken:
-    """Return the caller's token with *key_id*; anything else is the same 404 by the same query."""
-    # A malformed id still runs the query (same timing), with a value no row can hold; this
-    # also keeps bytes such as NUL, which PostgreSQL refuses, away from the database.
-    safe_id = key_id if keys.is_valid_key_id(key_id) else ""
-    token = services.tokens_for(request.user).filter(key_id=safe_id).first()
+    """Return the caller's token with *key_id*; anything else is the same 404."""
+    token = services.own_token(request.user, key_id)
     if token is None:
         raise exceptions.NotFound()
     return token

@@ -11,12 +11,13 @@ from tokens_app.services.access import (
     can_manage_all,
     check_token_string,
     find_token,
+    listed_tokens,
     may_issue_for,
+    own_token,
     tokens_for,
     visible_events,
     visible_tokens,
 )
-from tokens_app.services.authority import NotPermitted
 from tokens_app.services.credentials import (
     Budget,
     InvalidToken,
@@ -29,6 +30,7 @@ from tokens_app.services.credentials import (
     token_budgets,
     token_rate,
 )
+from tokens_app.services.errors import NotPermitted
 from tokens_app.services.issuing import (
     IssuedToken,
     issue_token,
@@ -77,8 +79,10 @@ __all__ = [
     "descendants",
     "find_token",
     "issue_token",
+    "listed_tokens",
     "may_issue_for",
     "notify_expiring_tokens",
+    "own_token",
     "plan_token_update",
     "prune_tokens",
     "revoke_all_tokens",

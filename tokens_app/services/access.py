@@ -5,11 +5,13 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
 
 from tokens_app import clock, hashing, keys
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent
 from tokens_app.services.credentials import _in_rotation_grace
+from tokens_app.services.errors import NotPermitted
 
 MANAGE_ALL_PERMISSION = "tokens_app.manage_all_tokens"
 
@@ -130,3 +132,28 @@ def tokens_for(owner: Any = None) -> APITokenQuerySet:
     """Return tokens (of *owner*, or all), newest first, with owners joined."""
     queryset = APIToken.objects.select_related("owner")
     return queryset.for_owner(owner) if owner is not None else queryset
+
+
+def listed_tokens(user: Any, *, every: bool = False) -> APITokenQuerySet:
+    """The tokens a listing shows *user*: their own, or with *every* all they may see.
+
+    Raise ``NotPermitted`` when *every* is asked by someone who does not manage every
+    token: a listing that silently showed fewer would read as "there are no others".
+    """
+    if not every:
+        return tokens_for(user)
+    if not can_manage_all(user):
+        raise NotPermitted(_("Only token managers may list every token."))
+    return visible_tokens(user)
+
+
+def own_token(user: Any, key_id: str) -> APIToken | None:
+    """Return *user*'s token with *key_id*, or ``None``: by the same query whatever the id.
+
+    Someone else's token, an unknown id and a malformed one are all ``None``, so callers
+    answer them alike (the same 404). A malformed id still runs the query (same timing),
+    with a value no row can hold, which also keeps bytes such as NUL (refused by
+    PostgreSQL) away from the database.
+    """
+    safe_id = key_id if keys.is_valid_key_id(key_id) else ""
+    return tokens_for(user).filter(key_id=safe_id).first()

@@ -37,7 +37,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.utils.translation import gettext_lazy as _
 
 from tokens_app import scopes
@@ -45,6 +44,9 @@ from tokens_app.conf import parse_rate, token_settings
 from tokens_app.models import APIToken
 from tokens_app.services.access import can_manage_all, may_issue_for
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
+from tokens_app.services.errors import NotPermitted
+
+__all__ = ["Action", "Credential", "Kind", "NotPermitted", "authorize", "covers", "derive"]
 
 #: How many generations of tokens a token may create below itself: each generation adds
 #: one rate-limit counter to every request of its descendants.
@@ -67,14 +69,6 @@ class Action(StrEnum):
     ROTATE = "rotate"
     REVOKE = "revoke"
     MINT_JWT = "mint_jwt"
-
-
-class NotPermitted(PermissionDenied):
-    """The credential may not do this; the message says why (shown to the caller)."""
-
-    def __init__(self, message: Any) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
