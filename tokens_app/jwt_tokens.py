@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,14 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, denylist, keys
+from tokens_app import clock, denylist, keys, limits
 from tokens_app.client import readable_networks
 from tokens_app.conf import cached_until_settings_change, parse_rate, token_settings
-from tokens_app.models import APIToken
-from tokens_app.services import authority
-from tokens_app.services.credentials import Budget
+from tokens_app.limits import Budget
 
 TYPE = "at+jwt"
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -155,90 +151,17 @@ def keyring() -> Keyring:
     return _asymmetric(conf.algorithm, conf.signing_key, conf.verification_keys)
 
 
-# --- minting ------------------------------------------------------------------------------
+# --- signing ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MintedJWT:
-    access_token: str = ""
-    expires_in: int = 0
-    scope: str = ""
+def sign(claims: Mapping[str, Any]) -> str:
+    """Encode and sign *claims* with the current signing key (``typ`` and ``kid`` set).
 
-
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
-def _granted_scopes(held: frozenset[str], scope: Any, errors: dict[str, Any]) -> list[str]:
-    if scope is None:
-        granted = sorted(held)
-    elif not isinstance(scope, str) or not scope.split():
-        errors["scope"] = _("Give one or more scopes separated by spaces.")
-        return []
-    else:
-        granted = sorted(set(scope.split()))
-        if not set(granted) <= held:
-            errors["scope"] = _("A JWT can carry only scopes its API token holds.")
-    if not granted and "scope" not in errors:
-        errors["scope"] = _("This API token holds no scope to put in a JWT.")
-    return granted
-
-
-def mint(token: APIToken, *, scope: str | None = None, audience: str | None = None) -> MintedJWT:
-    """Mint a JWT for the usable API token *token*; raise ``ValidationError`` on bad input.
-
-    *token* is the credential the request presented (``request.auth``): what it may do
-    and how long it lasts come from ``services.authority``, so a rotated token's previous
-    secret mints only JWTs that end with its grace. *scope* (space-separated) must be a
-    subset of what the token may do now; without it the JWT gets all of that. *audience*
-    must be one of ``JWT_AUDIENCES`` (default: the first). The JWT expires after
-    ``JWT_LIFETIME``, never after the credential does; it carries the token's networks,
-    every rate budget the token counts against, and the version of the presented secret.
+    What goes into the claims is ``services.jwts``'s to decide; this only signs them.
     """
-    conf = token_settings().jwt
-    now = clock.now()
-    credential = authority.credential_of(token.owner, token)
-    authority.authorize(credential, authority.Action.MINT_JWT, owner=token.owner)
-    bounds = authority.bounds_of(credential)
-    errors: dict[str, Any] = {}
-    granted = _granted_scopes(bounds.scopes or frozenset(), scope, errors)
-    if audience is None:
-        audience = conf.audiences[0]
-    elif audience not in conf.audiences:
-        errors["audience"] = _("Unknown audience.")
-    expires = now + conf.lifetime
-    if bounds.expires_at is not None:
-        expires = min(expires, bounds.expires_at)
-    if _epoch(expires) <= _epoch(now) and "scope" not in errors:
-        errors["expires_in"] = _("The API token expires too soon to mint a JWT.")
-    if errors:
-        raise ValidationError(errors)
     ring = keyring()
-    scope_claim = " ".join(granted)
-    claims: dict[str, Any] = {
-        "iss": conf.issuer,
-        "sub": str(token.owner.pk),
-        "aud": audience,
-        "exp": _epoch(expires),
-        "iat": _epoch(now),
-        "nbf": _epoch(now),
-        "jti": secrets.token_urlsafe(16),
-        "scope": scope_claim,
-        "client_id": token.key_id,
-        "username": token.owner.get_username(),
-        SECRET_VERSION_CLAIM: authority.presented_secret_version(credential),
-    }
-    # The token's guardrails travel with the JWT, which is verified without its row.
-    if bounds.networks:
-        claims["allowed_ips"] = list(bounds.networks)
-    if bounds.rate:
-        claims["rate_limit"] = bounds.rate
-    shared = [[key_id, rate] for key_id, rate in bounds.budgets if key_id != token.key_id]
-    if shared:
-        claims[SHARED_BUDGETS_CLAIM] = shared
     headers = {"typ": TYPE, "kid": ring.signing_kid}
-    encoded = jwt.encode(claims, ring.signing_key, algorithm=ring.algorithm, headers=headers)
-    return MintedJWT(encoded, _epoch(expires) - _epoch(now), scope_claim)
+    return jwt.encode(dict(claims), ring.signing_key, algorithm=ring.algorithm, headers=headers)
 
 
 # --- verifying ----------------------------------------------------------------------------
@@ -348,7 +271,7 @@ def _check_times(claims: Mapping[str, Any], now: float) -> None:
 def _well_formed_budgets(value: Any) -> bool:
     return (
         isinstance(value, list)
-        and len(value) <= authority.MAX_LINEAGE_DEPTH + 1
+        and len(value) <= limits.MAX_LINEAGE_DEPTH + 1
         and all(
             isinstance(entry, list)
             and len(entry) == 2

@@ -16,3 +16,9 @@ ALLOWED_IPS = 100
 NETWORK_LENGTH = 64
 #: How many scope names one request may send.
 SCOPES_PER_REQUEST = 50
+#: How many generations of tokens a token may create below itself: each generation adds
+#: one rate-limit counter to every request of its descendants (and one entry to a JWT's).
+MAX_LINEAGE_DEPTH = 5
+
+#: A rate budget a request counts against: (key id whose counter it is, rate).
+Budget = tuple[str, str]

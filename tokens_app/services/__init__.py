@@ -38,6 +38,7 @@ from tokens_app.services.issuing import (
     rotate_token,
     update_token,
 )
+from tokens_app.services.jwts import MintedJWT, introspect, mint_jwt
 from tokens_app.services.leaks import Finding, revoke_leaked, scan_lines, scan_sources
 from tokens_app.services.maintenance import PruneResult, prune_tokens
 from tokens_app.services.notices import (
@@ -61,6 +62,7 @@ __all__ = [
     "Finding",
     "InvalidToken",
     "IssuedToken",
+    "MintedJWT",
     "NotPermitted",
     "NoticeFailure",
     "NoticeResult",
@@ -78,9 +80,11 @@ __all__ = [
     "count_token_requests",
     "descendants",
     "find_token",
+    "introspect",
     "issue_token",
     "listed_tokens",
     "may_issue_for",
+    "mint_jwt",
     "notify_expiring_tokens",
     "own_token",
     "plan_token_update",

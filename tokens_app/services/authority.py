@@ -39,7 +39,7 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import scopes
+from tokens_app import limits, scopes
 from tokens_app.conf import parse_rate, token_settings
 from tokens_app.models import APIToken
 from tokens_app.services.access import can_manage_all, may_issue_for
@@ -48,9 +48,7 @@ from tokens_app.services.errors import NotPermitted
 
 __all__ = ["Action", "Credential", "Kind", "NotPermitted", "authorize", "covers", "derive"]
 
-#: How many generations of tokens a token may create below itself: each generation adds
-#: one rate-limit counter to every request of its descendants.
-MAX_LINEAGE_DEPTH = 5
+MAX_LINEAGE_DEPTH = limits.MAX_LINEAGE_DEPTH
 
 Errors = dict[str, list[Any]]
 

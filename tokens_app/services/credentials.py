@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
-from tokens_app import clock, hashing, keys
+from tokens_app import clock, hashing, keys, limits
 from tokens_app.client import client_ip, ip_allowed
 from tokens_app.conf import token_settings
 from tokens_app.lookup import find_token_with_owner
@@ -191,8 +191,7 @@ def token_rate(token: APIToken) -> str | None:
     return token.rate_limit or token_settings().default_token_rate
 
 
-#: One rate budget: the key id it is counted under, and its rate.
-Budget = tuple[str, str]
+Budget = limits.Budget  # one rate budget: the key id it is counted under, and its rate
 
 
 def token_budgets(token: APIToken) -> list[Budget]:
