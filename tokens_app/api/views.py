@@ -281,25 +281,22 @@ class PasswordExchangeView(APIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         username, password = data.pop("username"), data.pop("password")
+        days = data.pop("expires_in_days", None)
         try:
-            services.count_password_attempt(request, username)
+            issued = services.exchange_password(
+                request,
+                username,
+                password,
+                ip=client_ip(request),
+                expires_in=timedelta(days=days) if days else None,
+                **data,
+            )
         except services.TooManyAttempts as limited:
             raise exceptions.Throttled(wait=limited.retry_after) from None
         except services.RateLimiterUnavailable:
             raise ServiceUnavailable from None
-        user = services.check_password(request, username, password)
-        if user is None:
-            raise exceptions.ValidationError({"detail": _("Invalid username or password.")})
-        days = data.pop("expires_in_days", None)
-        try:
-            issued = services.issue_token(
-                user,
-                actor=user,
-                ip=client_ip(request),
-                via="password",
-                expires_in=timedelta(days=days) if days else None,
-                **data,
-            )
         except ServiceError as error:
             raise service_error(error) from None
+        if issued is None:
+            raise exceptions.ValidationError({"detail": _("Invalid username or password.")})
         return issued_response(issued, status.HTTP_201_CREATED)

@@ -31,6 +31,7 @@ from tokens_app.services.credentials import (
     token_rate,
 )
 from tokens_app.services.errors import NotPermitted
+from tokens_app.services.exchange import exchange_password
 from tokens_app.services.issuing import (
     IssuedToken,
     issue_token,
@@ -79,6 +80,7 @@ __all__ = [
     "count_password_attempt",
     "count_token_requests",
     "descendants",
+    "exchange_password",
     "find_token",
     "introspect",
     "issue_token",
