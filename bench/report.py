@@ -303,7 +303,7 @@ rows send a token string with a valid checksum (so it is looked up): one with th
 token's key id and a wrong secret, one with a key id that does not exist (the bench token's
 with its last character changed, so both lookups read the same row: only the path differs).
 Before issue 13 (item 10) the unknown key id was the cheaper one: its lookup found no row, so
-nothing crossed the wire and nothing was materialised. Through `services.authenticate`
+nothing crossed the wire and nothing was materialised. Through `services.authenticate_token`
 (6,000 interleaved calls each) it took 38 µs against 84 µs for a wrong secret on SQLite and
 106 µs against 175 µs on PostgreSQL; through these DRF rows 0.87× and 0.84×. Now the lookup
 reads the nearest token in index order for a miss and builds it exactly as for a hit before

@@ -90,7 +90,7 @@ def test_superuser_issues_for_another_user(client, superuser, alice):
     token = APIToken.objects.get()
     assert (token.owner, token.created_by) == (alice, superuser)
     assert token.scopes == ["notes:read", "tokens:read"]
-    assert services.authenticate(plaintext) == token
+    assert services.authenticate_token(plaintext) == token
 
 
 def test_owner_choice_restricts_offered_scopes_to_what_owner_may_hold(client, superuser, alice):
@@ -283,7 +283,7 @@ def test_limited_staff_issue_only_for_themselves(client, limited, alice):
     assert "owner" in refused.context["form"].errors
     assert not APIToken.objects.exists()
     plaintext = issued_token(client.post(ADD_URL, issue_data(limited)))
-    assert services.authenticate(plaintext).owner == limited
+    assert services.authenticate_token(plaintext).owner == limited
 
 
 def test_limited_staff_see_only_their_own_tokens(client, limited, alice, issue):
@@ -394,7 +394,7 @@ def test_changelist_shows_columns_and_status_badges(client, superuser, four_stat
 
 def test_last_used_column_shows_time_and_ip(client, superuser, alice, issue, clock):
     issued = issue(alice)
-    services.authenticate(issued.plaintext, ip="203.0.113.9")
+    services.authenticate_token(issued.plaintext, ip="203.0.113.9")
     client.force_login(superuser)
     assert "2030-01-01 12:00 (203.0.113.9)" in page(client, LIST_URL)
 

@@ -333,9 +333,9 @@ def test_credential_kinds(alice, issue, rotated):
     assert authority.credential_of(alice).kind is authority.Kind.USER
     assert authority.credential_of(alice, token).kind is authority.Kind.TOKEN
     assert authority.credential_of(alice, object()).kind is authority.Kind.OTHER
-    grace = services.authenticate(rotated["old"])
+    grace = services.authenticate_token(rotated["old"])
     assert authority.credential_of(alice, grace).kind is authority.Kind.GRACE
-    assert services.authenticate(rotated["new"]).presented_grace_until is None
+    assert services.authenticate_token(rotated["new"]).presented_grace_until is None
 
 
 @pytest.mark.parametrize("action", list(authority.Action))
@@ -416,7 +416,7 @@ def test_an_old_secret_rotated_away_mid_request_creates_nothing(alice, issue, cl
     root = issue(alice, ["tokens:write", "notes:read"], expires_in=timedelta(days=30))
     old = root.plaintext
     services.rotate_token(root.token, actor=alice, grace_seconds=3600)
-    presented = services.authenticate(old)
+    presented = services.authenticate_token(old)
     assert presented is not None and presented.presented_grace_until is not None
     services.rotate_token(root.token, actor=alice, grace_seconds=0)
     with pytest.raises(ValidationError, match="no longer active"):

@@ -102,7 +102,7 @@ def status_rows(admin_user: Any, django_user_model: Any) -> None:
     issue = services.issue_token
     scopes = ["notes:read", "notes:write"]
     laptop = issue(alice, name="laptop", scopes=scopes, actor=admin_user, via="admin")
-    services.authenticate(laptop.plaintext, ip="203.0.113.7")  # fills "last used"
+    services.authenticate_token(laptop.plaintext, ip="203.0.113.7")  # fills "last used"
     issue(
         alice, name="ci-deploy", scopes=scopes[:1], expires_in=timedelta(days=3), actor=admin_user
     )

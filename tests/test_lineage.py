@@ -157,7 +157,7 @@ def test_revoke_all_counts_every_token_once(alice, family):
 
 def test_a_child_cannot_appear_under_a_revoked_parent(alice, issue):
     parent = issue(alice, ["tokens:write", "notes:read"])
-    stale = services.authenticate(parent.plaintext)
+    stale = services.authenticate_token(parent.plaintext)
     services.revoke_token(parent.token)
     before = APIToken.objects.count()
     # The request authenticated just before the revoke committed: it must still not mint.

@@ -93,7 +93,7 @@ def make_case(case: str, clock: Any) -> str:
     elif case == "rotated":
         services.rotate_token(token, grace_seconds=3600)
     elif case == "used":
-        services.authenticate(issued.plaintext, ip="2001:db8::1")
+        services.authenticate_token(issued.plaintext, ip="2001:db8::1")
     return token.key_id
 
 

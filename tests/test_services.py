@@ -178,7 +178,7 @@ def test_key_id_collision_is_retried(alice, issue, monkeypatch):
     monkeypatch.setattr(keys, "generate_key_id", lambda: next(fresh))
     issued = issue(alice)
     assert issued.token.key_id == "Z" * keys.KEY_ID_LENGTH
-    assert services.authenticate(issued.plaintext) == issued.token
+    assert services.authenticate_token(issued.plaintext) == issued.token
 
 
 def test_key_id_collisions_without_end_fail_loudly(alice, issue, monkeypatch):
@@ -235,7 +235,7 @@ def test_authenticate_failures_carry_a_log_reason(alice, issue, reason):
         "wrong secret": keys.assemble("tka", issued.token.key_id, keys.generate_secret()),
     }[reason]
     with pytest.raises(services.InvalidToken) as excinfo:
-        services.authenticate(raw)
+        services.authenticate_token(raw)
     assert excinfo.value.reason == reason
 
 
@@ -243,17 +243,17 @@ def test_authenticate_rejects_corrupt_stored_hash(alice, issue):
     issued = issue(alice)
     APIToken.objects.filter(pk=issued.token.pk).update(secret_hash="$unknown$hash")
     with pytest.raises(services.InvalidToken):
-        services.authenticate(issued.plaintext)
+        services.authenticate_token(issued.plaintext)
 
 
 def test_changing_the_prefix_retires_old_tokens(alice, issue, settings):
     issued = issue(alice)
     settings.API_TOKENS = {**settings.API_TOKENS, "TOKEN_PREFIX": "acme"}
     with pytest.raises(services.InvalidToken):
-        services.authenticate(issued.plaintext)
+        services.authenticate_token(issued.plaintext)
     fresh = issue(alice)
     assert fresh.plaintext.startswith("acme_")
-    assert services.authenticate(fresh.plaintext) == fresh.token
+    assert services.authenticate_token(fresh.plaintext) == fresh.token
 
 
 def test_unbounded_lifetime_that_overflows_is_an_error(alice, settings):
@@ -382,9 +382,9 @@ def test_rotate_token_keeps_the_record_and_replaces_the_secret(alice, staff, iss
     assert new.secret_hash != old.secret_hash
     assert (new.previous_secret_hash, new.previous_secret_valid_until) == ("", None)
     assert rotated.plaintext.split("_")[-1] not in new.secret_hash
-    assert services.authenticate(rotated.plaintext) == new
+    assert services.authenticate_token(rotated.plaintext) == new
     with pytest.raises(services.InvalidToken) as excinfo:
-        services.authenticate(issued.plaintext)
+        services.authenticate_token(issued.plaintext)
     assert excinfo.value.reason == "wrong secret"
     event = TokenEvent.objects.get(kind="rotated")
     assert (event.token, event.key_id, event.actor, event.ip, event.via, event.detail) == (
@@ -405,13 +405,13 @@ def test_rotation_grace_accepts_the_old_secret_until_it_ends(alice, issue, clock
     assert stored.previous_secret_hash == issued.token.previous_secret_hash != ""
     assert stored.previous_secret_valid_until == clock() + timedelta(seconds=60)
     clock.advance(seconds=59)
-    assert services.authenticate(issued.plaintext).pk == stored.pk
-    assert services.authenticate(rotated.plaintext).pk == stored.pk
+    assert services.authenticate_token(issued.plaintext).pk == stored.pk
+    assert services.authenticate_token(rotated.plaintext).pk == stored.pk
     clock.advance(seconds=1)
     with pytest.raises(services.InvalidToken) as excinfo:
-        services.authenticate(issued.plaintext)
+        services.authenticate_token(issued.plaintext)
     assert excinfo.value.reason == "wrong secret"
-    assert services.authenticate(rotated.plaintext).pk == stored.pk
+    assert services.authenticate_token(rotated.plaintext).pk == stored.pk
 
 
 def test_rotation_grace_never_upgrades_the_retired_hash(alice, issue, settings, clock):
@@ -419,7 +419,7 @@ def test_rotation_grace_never_upgrades_the_retired_hash(alice, issue, settings, 
     services.rotate_token(issued.token, grace_seconds=60)
     settings.API_TOKENS = {**settings.API_TOKENS, "HASH_KEY": "k" * 40}  # old key now "old"
     before = APIToken.objects.get(pk=issued.token.pk)
-    services.authenticate(issued.plaintext)
+    services.authenticate_token(issued.plaintext)
     after = APIToken.objects.get(pk=issued.token.pk)
     assert (after.secret_hash, after.previous_secret_hash) == (
         before.secret_hash,
@@ -433,8 +433,8 @@ def test_rotation_grace_ends_on_the_next_rotation(alice, issue, clock):
     third = services.rotate_token(first.token)
     for old in (first, second):
         with pytest.raises(services.InvalidToken):
-            services.authenticate(old.plaintext)
-    assert services.authenticate(third.plaintext).pk == first.token.pk
+            services.authenticate_token(old.plaintext)
+    assert services.authenticate_token(third.plaintext).pk == first.token.pk
 
 
 def test_rotation_grace_does_not_outlive_revocation(alice, issue, clock):
@@ -442,7 +442,7 @@ def test_rotation_grace_does_not_outlive_revocation(alice, issue, clock):
     services.rotate_token(issued.token, grace_seconds=600)
     services.revoke_token(issued.token)
     with pytest.raises(services.InvalidToken) as excinfo:
-        services.authenticate(issued.plaintext)
+        services.authenticate_token(issued.plaintext)
     assert excinfo.value.reason == "revoked"
 
 
@@ -455,7 +455,7 @@ def test_rotate_token_refuses_bad_grace_and_writes_nothing(alice, issue, grace):
     assert error_fields(excinfo) == {"grace_seconds"}
     assert APIToken.objects.get(pk=issued.token.pk).secret_hash == before
     assert not TokenEvent.objects.filter(kind="rotated").exists()
-    assert services.authenticate(issued.plaintext).pk == issued.token.pk
+    assert services.authenticate_token(issued.plaintext).pk == issued.token.pk
 
 
 def test_rotate_token_grace_limit_is_max_rotation_grace(alice, issue, settings):

@@ -114,7 +114,7 @@ def calls_of(calls: list[Call], attempt: Callable[[], Any]) -> list[Call]:
 def refused(raw: str) -> Callable[[], None]:
     def attempt() -> None:
         with pytest.raises(services.InvalidToken):
-            services.authenticate(raw, ip="127.0.0.1")
+            services.authenticate_token(raw, ip="127.0.0.1")
 
     return attempt
 
@@ -249,9 +249,9 @@ def test_key_id_next_to_a_real_one_is_unknown_but_a_row_is_built(alice, issue, l
     assert found is not None and found.key_id == LOW
     assert built_for_miss == built == [APIToken, get_user_model()]
     with pytest.raises(services.InvalidToken):  # and the real tokens still work
-        services.authenticate(keys.assemble(token_settings().prefix, probe, "A" * 32))
+        services.authenticate_token(keys.assemble(token_settings().prefix, probe, "A" * 32))
     for raw in tokens.values():
-        assert services.authenticate(raw, ip="127.0.0.1").key_id in tokens
+        assert services.authenticate_token(raw, ip="127.0.0.1").key_id in tokens
 
 
 @pytest.mark.parametrize("lane", sorted(LANES))

@@ -1,4 +1,4 @@
-"""DRF authentication by API token: a thin adapter over ``services.authenticate``."""
+"""DRF authentication by API token: a thin adapter over ``services.authenticate_token``."""
 
 import logging
 from collections.abc import Sequence
@@ -59,7 +59,7 @@ class APITokenAuthentication(BaseAuthentication):
             return None
         ip = client_ip(request._request)
         try:
-            token = services.authenticate(credential, ip=ip)
+            token = services.authenticate_token(credential, ip=ip)
         except services.InvalidToken as failure:
             raise rejected(request, "API token", failure.reason, failure.key_id, ip) from None
         enforce_budgets(request, services.token_budgets(token))

@@ -45,7 +45,7 @@ def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
     return bool(token.previous_secret_hash) and until is not None and now < until
 
 
-def authenticate(
+def authenticate_token(
     raw: str, *, ip: str | None = None, touch: bool = True, check_address: bool = True
 ) -> APIToken:
     """Return the usable token named by the credential *raw*, or raise ``InvalidToken``.
@@ -171,7 +171,7 @@ def count_password_attempt(request: HttpRequest, username: str) -> None:
             raise TooManyAttempts(max(int(usage["time_left"]), 1))
 
 
-def check_password(request: HttpRequest, username: str, password: str) -> Any:
+def check_user_password(request: HttpRequest, username: str, password: str) -> Any:
     """Return the active user with these credentials, or ``None``.
 
     Django's backends run the password hasher for unknown and inactive users

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from tokens_app.services.credentials import check_password, count_password_attempt
+from tokens_app.services.credentials import check_user_password, count_password_attempt
 from tokens_app.services.issuing import IssuedToken, issue_token
 
 
@@ -28,7 +28,7 @@ def exchange_password(
     when the username and password do not match: callers answer it like any failure.
     """
     count_password_attempt(request, username)
-    user = check_password(request, username, password)
+    user = check_user_password(request, username, password)
     if user is None:
         return None
     return issue_token(

@@ -18,7 +18,7 @@ from tokens_app import clock, jwt_tokens
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken
 from tokens_app.services import authority
-from tokens_app.services.credentials import InvalidToken, authenticate, token_rate
+from tokens_app.services.credentials import InvalidToken, authenticate_token, token_rate
 
 #: The answer for anything not usable right now, without saying why (RFC 7662 § 2.2).
 INACTIVE: dict[str, Any] = {"active": False}
@@ -122,7 +122,7 @@ def introspect(raw: str) -> dict[str, Any]:
 def _describe_api_token(raw: str) -> dict[str, Any]:
     try:
         # The client's address is unknown here: the list is reported for the caller to apply.
-        token: APIToken = authenticate(raw, touch=False, check_address=False)
+        token: APIToken = authenticate_token(raw, touch=False, check_address=False)
     except InvalidToken:
         return INACTIVE
     answer: dict[str, Any] = {
