@@ -84,6 +84,9 @@ RATES = ("100000/d", "10000/h", "20000/h")
 EXPIRIES = (None, timedelta(hours=1), timedelta(days=2), timedelta(days=10), timedelta(days=60))
 INSIDE = st.sampled_from((True, True, True, False))  # mostly from where the credential works
 STEPS = (1, 11, 61, 301, 3601, 86401, 10 * 86400, 31 * 86400)
+#: A token's networks or rate as asked for: none (inherit, or anywhere / unlimited) or some.
+SOME_NETWORKS = st.none() | st.lists(st.sampled_from(NETWORKS), max_size=2, unique=True)
+SOME_RATE = st.none() | st.sampled_from(RATES)
 
 WHOAMI, NOTES, TOKENS, MINT = "/api/whoami/", "/api/notes/", "/api/tokens/", "/api/auth/jwt/"
 
@@ -553,8 +556,8 @@ class AuthorityMachine(RuleBasedStateMachine):
     @initialize(
         targets=(creds, secrets),
         scopes=st.sets(st.sampled_from(ALL_SCOPES), max_size=4),
-        networks=st.none() | st.lists(st.sampled_from(NETWORKS), max_size=2, unique=True),
-        rate=st.none() | st.sampled_from(RATES),
+        networks=SOME_NETWORKS,
+        rate=SOME_RATE,
         lifetime=st.sampled_from((timedelta(days=60), None)),  # often outlives the others
     )
     def owner_issues_a_token_manager(
@@ -570,8 +573,8 @@ class AuthorityMachine(RuleBasedStateMachine):
     @initialize(
         targets=(creds, secrets),
         scopes=st.sets(st.sampled_from(ALL_SCOPES), min_size=1, max_size=4),
-        networks=st.none() | st.lists(st.sampled_from(NETWORKS), max_size=2, unique=True),
-        rate=st.none() | st.sampled_from(RATES),
+        networks=SOME_NETWORKS,
+        rate=SOME_RATE,
         lifetime=st.sampled_from(EXPIRIES),
     )
     def owner_issues_another_token(
@@ -589,8 +592,8 @@ class AuthorityMachine(RuleBasedStateMachine):
         targets=(creds, secrets),
         by=creds,
         scopes=st.sets(st.sampled_from(ALL_SCOPES), min_size=1, max_size=4),
-        networks=st.none() | st.lists(st.sampled_from(NETWORKS), max_size=2, unique=True),
-        rate=st.none() | st.sampled_from(RATES),
+        networks=SOME_NETWORKS,
+        rate=SOME_RATE,
         lifetime=st.sampled_from(EXPIRIES),
         inside=INSIDE,
         modest=INSIDE,
@@ -730,7 +733,7 @@ class AuthorityMachine(RuleBasedStateMachine):
     @rule(
         by=creds,
         token=secrets,
-        networks=st.none() | st.lists(st.sampled_from(NETWORKS), max_size=2, unique=True),
+        networks=SOME_NETWORKS,
         rate=st.none() | st.sampled_from(("", *RATES)),
         inside=INSIDE,
     )

@@ -44,9 +44,7 @@ from tokens_app.conf import parse_rate, token_settings
 from tokens_app.models import APIToken
 from tokens_app.services.access import can_manage_all, may_issue_for
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
-from tokens_app.services.errors import NotPermitted
-
-__all__ = ["Action", "Credential", "Kind", "NotPermitted", "authorize", "covers", "derive"]
+from tokens_app.services.errors import NotPermitted as NotPermitted  # raised here, re-exported
 
 MAX_LINEAGE_DEPTH = limits.MAX_LINEAGE_DEPTH
 

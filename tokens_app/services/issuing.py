@@ -178,7 +178,7 @@ def issue_token(
     with transaction.atomic(using=token_database()):
         _lock_owner(owner)
         _check_owner_quota(owner, clean_name, now)
-        if lineage.parent is not None and not _still_usable(lineage.parent, lineage, now):
+        if not _still_usable(lineage, now):
             # Revoked (or its secret rotated away) while this request was in flight:
             # nothing derived from it may appear.
             raise ValidationError(_("The token making this request is no longer active."))
@@ -190,13 +190,16 @@ def issue_token(
     return IssuedToken(token=token, plaintext=plaintext)
 
 
-def _still_usable(parent: APIToken, lineage: authority.Lineage, now: datetime) -> bool:
+def _still_usable(lineage: authority.Lineage, now: datetime) -> bool:
+    """Whether the credential creating a token with *lineage* still works (people: yes)."""
     # Locked: a revocation or rotation of the parent either commits first (and is seen
     # here) or waits for this insert (and then finds the new child among its children).
+    if lineage.parent is None:
+        return True
     stored = (
         APIToken.objects.select_for_update(of=("self",))
         .select_related("owner")
-        .filter(pk=parent.pk)
+        .filter(pk=lineage.parent.pk)
         .first()
     )
     if stored is None or not stored.is_usable(now):
