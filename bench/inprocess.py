@@ -36,8 +36,9 @@ from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.routing import selected  # noqa: E402
-from tokens_app import hashing, keys, lookup, services  # noqa: E402
+from tokens_app import lookup, services  # noqa: E402
 from tokens_app.conf import token_settings  # noqa: E402
+from tokens_app.core import hashing, tokenstring  # noqa: E402
 from tokens_app.models import APIToken  # noqa: E402
 
 ALIASES = {"small": "default", "large": "large"}
@@ -163,10 +164,14 @@ def prepare(alias: str, size: int) -> dict[str, str]:
         # token's row, as the wrong secret's does: the same data, only the path differs.
         prefix, key_id = token_settings().prefix, issued.token.key_id
         step = -1 if key_id < lookup.MIDDLE_KEY_ID else 1
-        last = keys.BASE62[(keys.BASE62.index(key_id[-1]) + step) % len(keys.BASE62)]
-        credentials["wrong-secret"] = keys.assemble(prefix, key_id, keys.generate_secret())
-        credentials["unknown-key-id"] = keys.assemble(
-            prefix, key_id[:-1] + last, keys.generate_secret()
+        last = tokenstring.BASE62[
+            (tokenstring.BASE62.index(key_id[-1]) + step) % len(tokenstring.BASE62)
+        ]
+        credentials["wrong-secret"] = tokenstring.assemble(
+            prefix, key_id, tokenstring.generate_secret()
+        )
+        credentials["unknown-key-id"] = tokenstring.assemble(
+            prefix, key_id[:-1] + last, tokenstring.generate_secret()
         )
         with argon2_settings():
             credentials["argon2"] = services.issue_token(

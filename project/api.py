@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens_app import scopes
-from tokens_app.jwt_tokens import JWTClaims
+from tokens_app.core import scopes
+from tokens_app.jwt.access_tokens import JWTClaims
 from tokens_app.models import APIToken
 
 WHOAMI_SCHEMA = inline_serializer(

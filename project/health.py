@@ -25,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from tokens_app.conf import token_settings
-from tokens_app.retention import UNKNOWN, RedisEviction, redis_client, redis_eviction
+from tokens_app.core.retention import UNKNOWN, RedisEviction, redis_client, redis_eviction
 
 logger = logging.getLogger("tokens_app")
 

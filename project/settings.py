@@ -222,7 +222,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "tokens_app.schema.ScopedAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tokens_app.api.schema.ScopedAutoSchema",
 }
 
 # OpenAPI 3 at /api/schema/, docs UI at /api/docs/ (assets served locally: no CDN).

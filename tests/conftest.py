@@ -19,8 +19,8 @@ from django.core.management import load_command_class
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tokens_app import clock as clock_module
 from tokens_app import services
+from tokens_app.core import clock as clock_module
 from tokens_app.models import APIToken, TokenEvent
 
 

@@ -13,7 +13,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer, change_data, grant, issue_data
-from tokens_app import keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -224,7 +225,7 @@ def issued_in_admin(client, superuser, alice, caplog):
 
 
 def secret_parts(plaintext):
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     return [plaintext, parsed.secret]
 

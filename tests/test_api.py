@@ -10,7 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer
-from tokens_app import keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -148,7 +149,7 @@ def test_list_is_paginated(api, alice, issue, clock):
 
 def test_page_size_is_capped_at_200(api, alice):
     APIToken.objects.bulk_create(
-        APIToken(owner=alice, name=f"t{i}", key_id=keys.generate_key_id(), secret_hash="x")
+        APIToken(owner=alice, name=f"t{i}", key_id=tokenstring.generate_key_id(), secret_hash="x")
         for i in range(201)
     )
     api.force_login(alice)
@@ -801,7 +802,7 @@ def call(api, method, path, auth):
 
 def foreign_and_missing_ids(bob, issue):
     theirs = issue(bob).token.key_id
-    missing = keys.generate_key_id()
+    missing = tokenstring.generate_key_id()
     assert not APIToken.objects.filter(key_id=missing).exists()
     return theirs, missing
 

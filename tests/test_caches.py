@@ -32,7 +32,7 @@ from tests.conftest import bearer, is_production_profile
 from tokens_app import services
 from tokens_app.cache import NonCullingFileBasedCache, NonCullingLocMemCache
 from tokens_app.checks import check_caches
-from tokens_app.retention import RedisEviction
+from tokens_app.core.retention import RedisEviction
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@
 import pytest
 from django.test import RequestFactory
 
-from tokens_app.client import client_ip
+from tokens_app.core.address import client_ip
 
 
 @pytest.mark.parametrize(

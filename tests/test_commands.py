@@ -17,7 +17,8 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer, command_line
-from tokens_app import keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,7 @@ def counts() -> tuple[int, int]:
 def issued_token(out: str) -> tuple[str, APIToken]:
     """Return the plaintext printed by issue_token and the row it names."""
     plaintext = out.removesuffix("\n")
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     return plaintext, APIToken.objects.get(key_id=parsed.key_id)
 
@@ -80,7 +81,7 @@ def test_issue_json_prints_one_object_with_token_and_metadata_but_no_hash(alice,
     assert out.count("\n") == 1
     data = json.loads(out)
     token = APIToken.objects.get()
-    assert keys.parse(data["token"], "tka").key_id == token.key_id == data["key_id"]
+    assert tokenstring.parse(data["token"], "tka").key_id == token.key_id == data["key_id"]
     assert data["owner"] == "alice"
     assert data["name"] == "ci"
     assert data["description"] == "deploy bot"
@@ -367,7 +368,7 @@ def test_cli_issue_prints_exactly_the_token_and_revoke_accepts_it(cli):
     token = issued.stdout.removesuffix("\n")
     assert issued.stdout == token + "\n"
     assert token == token.strip()
-    parsed = keys.parse(token, "tka")
+    parsed = tokenstring.parse(token, "tka")
     assert parsed is not None
     revoked = cli("revoke_token", token, "--reason", "rotated")
     assert revoked.returncode == 0, revoked.stderr
@@ -445,8 +446,10 @@ def test_revoke_already_revoked_succeeds_without_second_event(alice, issue):
         "garbage",
         "",
         "'; DROP TABLE tokens_app_apitoken; --",
-        "tka_" + "A" * keys.BODY_LENGTH,  # bad checksum
-        keys.assemble("tka", "B" * keys.KEY_ID_LENGTH, "C" * keys.SECRET_LENGTH),  # unknown id
+        "tka_" + "A" * tokenstring.BODY_LENGTH,  # bad checksum
+        tokenstring.assemble(
+            "tka", "B" * tokenstring.KEY_ID_LENGTH, "C" * tokenstring.SECRET_LENGTH
+        ),  # unknown id
     ],
 )
 def test_revoke_unknown_reference_fails(alice, issue, reference):
@@ -521,7 +524,7 @@ def assert_no_secrets(out: str, tokens: dict[str, services.IssuedToken]) -> None
     for issued in tokens.values():
         issued.token.refresh_from_db()
         assert issued.plaintext not in out
-        assert issued.plaintext.split("_", 1)[1][keys.KEY_ID_LENGTH :] not in out
+        assert issued.plaintext.split("_", 1)[1][tokenstring.KEY_ID_LENGTH :] not in out
         assert issued.token.secret_hash not in out
     assert "hash" not in out
 

@@ -15,7 +15,8 @@ from django.test import override_settings
 
 from tests import live
 from tests.conftest import bearer
-from tokens_app import conf, keys
+from tokens_app import conf
+from tokens_app.core import tokenstring
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
 from tokens_app.models import APIToken
 
@@ -64,7 +65,7 @@ def server_without_database(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def well_formed_token() -> str:
     # Passes the checksum, so the server must ask the database about it.
-    return keys.assemble("tka", keys.generate_key_id(), keys.generate_secret())
+    return tokenstring.assemble("tka", tokenstring.generate_key_id(), tokenstring.generate_secret())
 
 
 @pytest.mark.parametrize(

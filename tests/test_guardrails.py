@@ -21,7 +21,8 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from tests.conftest import admin_client, bearer, change_data, issue_data
-from tokens_app import keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
 from tokens_app.models import APIToken, TokenEvent
 
@@ -68,14 +69,14 @@ def assert_invalid(response: Any) -> None:
 
 
 def unknown_token() -> str:
-    return keys.assemble("tka", keys.generate_key_id(), keys.generate_secret())
+    return tokenstring.assemble("tka", tokenstring.generate_key_id(), tokenstring.generate_secret())
 
 
 def wrong_secret(plaintext: str) -> str:
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     secret = ("A" if parsed.secret[0] != "A" else "B") + parsed.secret[1:]
-    return keys.assemble("tka", parsed.key_id, secret)
+    return tokenstring.assemble("tka", parsed.key_id, secret)
 
 
 def detail_url(key_id: str) -> str:
@@ -174,7 +175,7 @@ def _by_api_patch(alice: Any, superuser: Any, allowed: list[str]) -> tuple[str, 
 def _by_command(alice: Any, superuser: Any, allowed: list[str]) -> tuple[str, APIToken]:
     flags = [f"--allow-ip={entry}" for entry in allowed]
     plaintext = run_command("alice", "--name=cmd", "--scopes=notes:read", *flags)
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     return plaintext, APIToken.objects.get(key_id=parsed.key_id)
 
@@ -184,7 +185,7 @@ def _by_admin_issue(alice: Any, superuser: Any, allowed: list[str]) -> tuple[str
     response = admin_client(superuser).post(ADMIN_ADD, data)
     assert response.status_code == 200
     plaintext = admin_issued_plaintext(response)
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     return plaintext, APIToken.objects.get(key_id=parsed.key_id)
 
@@ -273,7 +274,7 @@ def test_refusal_from_outside_is_byte_identical_to_an_unknown_token(alice, issue
 def test_refusal_is_logged_by_key_id_and_reason_never_the_secret(alice, issue, caplog):
     caplog.set_level(logging.INFO, logger="tokens_app.authentication")
     issued = issue(alice, allowed_ips=[V4])
-    parsed = keys.parse(issued.plaintext, "tka")
+    parsed = tokenstring.parse(issued.plaintext, "tka")
     assert parsed is not None
     assert status(issued.plaintext, "203.0.113.9") == 401
     lines = [r.getMessage() for r in caplog.records if r.name == "tokens_app.authentication"]
@@ -962,14 +963,14 @@ def test_superuser_may_set_any_rate(superuser, default_rate):
 def test_manager_may_set_any_rate_for_another_user_in_the_admin(alice, superuser, default_rate):
     response = admin_client(superuser).post(ADMIN_ADD, issue_data(alice, rate_limit="1000/s"))
     plaintext = admin_issued_plaintext(response)
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     assert APIToken.objects.get(key_id=parsed.key_id).rate_limit == "1000/s"
 
 
 def test_command_may_set_any_rate(alice, default_rate):
     plaintext = run_command("alice", "--name=x", "--scopes=notes:read", "--rate=1000/s")
-    parsed = keys.parse(plaintext, "tka")
+    parsed = tokenstring.parse(plaintext, "tka")
     assert parsed is not None
     assert APIToken.objects.get(key_id=parsed.key_id).rate_limit == "1000/s"
 

@@ -5,8 +5,9 @@ import re
 import pytest
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from tokens_app import conf, hashing, keys
-from tokens_app.hashing import HMACSHA256Hasher
+from tokens_app import conf
+from tokens_app.core import hashing, tokenstring
+from tokens_app.core.hashing import HMACSHA256Hasher
 
 OLD_KEY = "old-hash-key-" + "o" * 32
 NEW_KEY = "new-hash-key-" + "n" * 32
@@ -174,7 +175,7 @@ def test_wrong_secret_fails_without_upgrade(settings):
 def test_stored_hash_never_contains_the_plaintext(settings):
     for hasher in ("hmac-sha256", "argon2"):
         _configure(settings, HASHER=hasher)
-        secret = keys.generate_secret()
+        secret = tokenstring.generate_secret()
         assert secret not in hashing.hash_secret(secret)
 
 

@@ -30,8 +30,9 @@ from rest_framework.test import APIClient
 
 from project.notes.models import Note
 from tests.conftest import bearer
-from tokens_app import denylist, jwt_tokens, services
+from tokens_app import services
 from tokens_app.conf import token_settings
+from tokens_app.jwt import access_tokens, denylist, signing_keys
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
@@ -133,7 +134,7 @@ def forge(
     algorithm: str | None = None,
 ) -> str:
     """Sign *claims* with the server's own signing key, unless told otherwise."""
-    ring = jwt_tokens.keyring()
+    ring = signing_keys.keyring()
     header = {"typ": "at+jwt", "kid": ring.signing_kid, **(headers or {})}
     return jwt.encode(
         claims,
@@ -233,9 +234,9 @@ def test_minted_jwt_header_and_claims(api, alice, reader):
     token = mint_jwt(api, reader.plaintext)
     after = int(time.time())
     header = jwt.get_unverified_header(token)
-    assert header == {"alg": "HS256", "typ": "at+jwt", "kid": jwt_tokens.keyring().signing_kid}
+    assert header == {"alg": "HS256", "typ": "at+jwt", "kid": signing_keys.keyring().signing_kid}
     claims = payload_of(token)
-    assert set(claims) == {*jwt_tokens.REQUIRED_CLAIMS, "username", "secret_version"}
+    assert set(claims) == {*access_tokens.REQUIRED_CLAIMS, "username", "secret_version"}
     assert claims["secret_version"] == 1
     assert claims["iss"] == ISSUER
     assert claims["sub"] == str(alice.pk)
@@ -388,7 +389,7 @@ def test_alg_none_is_refused(api, reader):
         claims_for(reader),
         None,
         algorithm="none",
-        headers={"typ": "at+jwt", "kid": jwt_tokens.keyring().signing_kid},
+        headers={"typ": "at+jwt", "kid": signing_keys.keyring().signing_kid},
     )
     assert token.endswith(".")
     assert_invalid(api.get(NOTES, **bearer(token)))
@@ -397,14 +398,14 @@ def test_alg_none_is_refused(api, reader):
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none_spellings_with_a_real_signature_are_refused(api, reader, alg):
     real = forge(claims_for(reader))
-    header = {"alg": alg, "typ": "at+jwt", "kid": jwt_tokens.keyring().signing_kid}
+    header = {"alg": alg, "typ": "at+jwt", "kid": signing_keys.keyring().signing_kid}
     _header, payload, signature = real.split(".")
     assert_invalid(api.get(NOTES, **bearer(f"{b64url_json(header)}.{payload}.{signature}")))
     assert_invalid(api.get(NOTES, **bearer(f"{b64url_json(header)}.{payload}.")))
 
 
 def test_algorithm_confusion_hs256_with_rs_public_key_is_refused(api, rs256, reader):
-    header = {"alg": "HS256", "typ": "at+jwt", "kid": jwt_tokens.keyring().signing_kid}
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": signing_keys.keyring().signing_kid}
     token = hs256_by_hand(header, claims_for(reader), public_pem(rs256))
     assert_invalid(api.get(NOTES, **bearer(token)))
     # The same claims, properly signed, pass: only the algorithm was wrong.
@@ -519,7 +520,7 @@ def test_accepted_typ_spellings(api, reader, typ):
     assert api.get(NOTES, **bearer(token)).status_code == 200
 
 
-@pytest.mark.parametrize("claim", jwt_tokens.REQUIRED_CLAIMS)
+@pytest.mark.parametrize("claim", access_tokens.REQUIRED_CLAIMS)
 def test_each_required_claim_missing_is_refused(api, reader, claim):
     claims = claims_for(reader)
     del claims[claim]
@@ -548,13 +549,13 @@ def test_unknown_missing_or_odd_kid_is_refused(api, reader, kid):
     header = {"alg": "HS256", "typ": "at+jwt", "kid": kid}
     if kid == "MISSING":
         del header["kid"]
-    token = hs256_by_hand(header, claims_for(reader), jwt_tokens.keyring().signing_key)
+    token = hs256_by_hand(header, claims_for(reader), signing_keys.keyring().signing_key)
     assert_invalid(api.get(NOTES, **bearer(token)))
 
 
 def test_hand_signed_control_token_is_accepted(api, reader):
-    header = {"alg": "HS256", "typ": "at+jwt", "kid": jwt_tokens.keyring().signing_kid}
-    token = hs256_by_hand(header, claims_for(reader), jwt_tokens.keyring().signing_key)
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": signing_keys.keyring().signing_kid}
+    token = hs256_by_hand(header, claims_for(reader), signing_keys.keyring().signing_key)
     assert api.get(NOTES, **bearer(token)).status_code == 200
 
 
@@ -1083,7 +1084,7 @@ def test_wrong_key_type_for_algorithm_is_improperly_configured(settings, algorit
     configure(settings, JWT_ALGORITHM=algorithm, JWT_SIGNING_KEY=private_pem(make_key()))
     token_settings()  # the settings themselves are well-formed
     with pytest.raises(ImproperlyConfigured):
-        jwt_tokens.keyring()
+        signing_keys.keyring()
 
 
 def test_wrong_verification_key_type_is_improperly_configured(settings, rsa_key):
@@ -1095,7 +1096,7 @@ def test_wrong_verification_key_type_is_improperly_configured(settings, rsa_key)
         JWT_VERIFICATION_KEYS=[public_pem(other).decode()],
     )
     with pytest.raises(ImproperlyConfigured):
-        jwt_tokens.keyring()
+        signing_keys.keyring()
 
 
 @pytest.mark.parametrize(
@@ -1105,10 +1106,10 @@ def test_wrong_verification_key_type_is_improperly_configured(settings, rsa_key)
 def test_unreadable_pem_is_improperly_configured(settings, pem):
     configure(settings, JWT_ALGORITHM="RS256", JWT_SIGNING_KEY=pem)
     with pytest.raises(ImproperlyConfigured):
-        jwt_tokens.keyring()
+        signing_keys.keyring()
 
 
 def test_public_key_as_signing_key_is_improperly_configured(settings, rsa_key):
     configure(settings, JWT_ALGORITHM="RS256", JWT_SIGNING_KEY=public_pem(rsa_key).decode())
     with pytest.raises(ImproperlyConfigured):
-        jwt_tokens.keyring()
+        signing_keys.keyring()

@@ -2,7 +2,7 @@
 
 A JWT is verified without SQL; the deny list carries rotations, narrowings and owner
 changes to it. And a validly signed JWT with claims this server never writes is a 401,
-never a 500 or a 503. The clock is ``tokens_app.clock`` (the ``clock`` fixture).
+never a 500 or a 503. The clock is ``tokens_app.core.clock`` (the ``clock`` fixture).
 """
 
 from typing import Any
@@ -14,8 +14,9 @@ from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from tests.conftest import bearer
-from tokens_app import jwt_tokens, services
+from tokens_app import services
 from tokens_app.conf import token_settings
+from tokens_app.jwt import signing_keys
 
 pytestmark = pytest.mark.django_db
 
@@ -189,7 +190,7 @@ def claims_for(issued: services.IssuedToken, now: int, **overrides: Any) -> dict
 
 
 def sign(claims: dict[str, Any]) -> str:
-    ring = jwt_tokens.keyring()
+    ring = signing_keys.keyring()
     headers = {"typ": "at+jwt", "kid": ring.signing_kid}
     return jwt.encode(claims, ring.signing_key, algorithm=ring.algorithm, headers=headers)
 

@@ -19,7 +19,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.conftest import bearer, command_line
-from tokens_app import denylist, keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
+from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -30,23 +32,25 @@ NOTES = "/api/notes/"
 
 def make_token(prefix: str = "tka") -> str:
     """A well-formed token that no database knows."""
-    return keys.assemble(prefix, keys.generate_key_id(), keys.generate_secret())
+    return tokenstring.assemble(
+        prefix, tokenstring.generate_key_id(), tokenstring.generate_secret()
+    )
 
 
 def key_id_of(token: str) -> str:
-    parsed = keys.parse(token, token.partition("_")[0])
+    parsed = tokenstring.parse(token, token.partition("_")[0])
     assert parsed is not None
     return parsed.key_id
 
 
 def secret_of(token: str) -> str:
-    parsed = keys.parse(token, token.partition("_")[0])
+    parsed = tokenstring.parse(token, token.partition("_")[0])
     assert parsed is not None
     return parsed.secret
 
 
 def found(text: str, prefix: str = "tka") -> list[tuple[int, str]]:
-    return [(offset, parsed.key_id) for offset, parsed in keys.find_tokens(text, prefix)]
+    return [(offset, parsed.key_id) for offset, parsed in tokenstring.find_tokens(text, prefix)]
 
 
 def run(*args: str, stdin: Any = None) -> tuple[int, str, str]:
@@ -74,7 +78,7 @@ def snapshot() -> tuple[list[tuple[str, Any]], list[int]]:
     return tokens, list(TokenEvent.objects.order_by("pk").values_list("pk", flat=True))
 
 
-# --- keys.find_tokens: the format, found anywhere ---------------------------------------
+# --- tokenstring.find_tokens: the format, found anywhere ---------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -118,7 +122,7 @@ def test_several_tokens_on_one_line_are_found_in_order_with_their_offsets():
 
 def test_the_parts_carry_the_secret_for_the_caller_to_drop():
     token = make_token()
-    [(_offset, parsed)] = keys.find_tokens(token, "tka")
+    [(_offset, parsed)] = tokenstring.find_tokens(token, "tka")
     assert (parsed.key_id, parsed.secret) == (key_id_of(token), secret_of(token))
     assert parsed.secret not in repr(parsed)
 
@@ -126,9 +130,11 @@ def test_the_parts_carry_the_secret_for_the_caller_to_drop():
 def test_no_false_positive_on_ten_thousand_random_look_alikes():
     # Right shape, right prefix, random checksum: only the checksum can reject them.
     rng = random.Random(20300101)  # fixed: the test must not flake
-    bodies = ["".join(rng.choices(keys.BASE62, k=keys.BODY_LENGTH)) for _ in range(10_000)]
+    bodies = [
+        "".join(rng.choices(tokenstring.BASE62, k=tokenstring.BODY_LENGTH)) for _ in range(10_000)
+    ]
     with_prefix = [f"tka_{body}" for body in bodies]
-    assert all(keys.parse(value, "tka") is None for value in with_prefix)
+    assert all(tokenstring.parse(value, "tka") is None for value in with_prefix)
     assert found(" ".join(with_prefix)) == []
     assert found("\n".join(bodies)) == []
     # and the same noise does not hide a real token
@@ -483,7 +489,7 @@ def test_no_secret_and_no_full_token_is_ever_printed(leaked, tmp_path, args):
         assert key_id_of(plaintext) in out
         assert secret_of(plaintext) not in printed
         assert plaintext not in printed
-        assert plaintext.partition("_")[2][keys.KEY_ID_LENGTH :] not in printed
+        assert plaintext.partition("_")[2][tokenstring.KEY_ID_LENGTH :] not in printed
 
 
 def test_help_documents_the_exit_status(capsys):

@@ -24,7 +24,8 @@ from django.db import connection
 
 from tests import live
 from tests.conftest import bearer, command_line
-from tokens_app import keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -38,11 +39,11 @@ PREFIX = "tka"
 
 def lookalike(key_id: str) -> str:
     """What an attacker builds from a public key id: any secret, a valid checksum."""
-    return keys.assemble(PREFIX, key_id, keys.generate_secret())
+    return tokenstring.assemble(PREFIX, key_id, tokenstring.generate_secret())
 
 
 def secret_of(token: str) -> str:
-    parsed = keys.parse(token, PREFIX)
+    parsed = tokenstring.parse(token, PREFIX)
     assert parsed is not None
     return parsed.secret
 
@@ -257,7 +258,9 @@ def test_every_verdict_is_read_in_one_query(alice, issue, clock, django_assert_n
     active, rotated = issue(alice), issue(alice)
     services.rotate_token(rotated.token, grace_seconds=60)
     clock.advance(minutes=2)  # the grace is over: the old secret is retired
-    unknown = keys.assemble(PREFIX, keys.generate_key_id(), keys.generate_secret())
+    unknown = tokenstring.assemble(
+        PREFIX, tokenstring.generate_key_id(), tokenstring.generate_secret()
+    )
     text = " ".join([active.plaintext, lookalike(active.token.key_id), rotated.plaintext, unknown])
     with django_assert_num_queries(1):
         found = services.scan_sources([("x", [text])])
@@ -280,7 +283,7 @@ def test_check_token_string_names_a_token_only_when_its_secret_verifies(alice, i
     forged = services.check_token_string(lookalike(issued.token.key_id))
     assert forged is not None
     assert (forged.status, forged.verified, forged.token) == ("unverified", False, None)
-    unknown = services.check_token_string(lookalike(keys.generate_key_id()))
+    unknown = services.check_token_string(lookalike(tokenstring.generate_key_id()))
     assert unknown is not None and (unknown.status, unknown.token) == ("unknown", None)
     typo = issued.plaintext[:-1] + ("0" if issued.plaintext[-1] != "0" else "1")
     for garbage in ("", "nope", issued.token.key_id, typo):

@@ -18,7 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from tests.conftest import admin_client, bearer, change_data, command_line, issue_data
-from tokens_app import labels, services
+from tokens_app import services
+from tokens_app.core import labels
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +117,7 @@ def test_service_refuses_renaming_to_a_bad_name(alice, issue, name):
 
 
 def test_the_message_is_translatable():
-    from tokens_app import validation
+    from tokens_app.core import validation
 
     errors: validation.Errors = {}
     validation.clean_name("a/b", errors)

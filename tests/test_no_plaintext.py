@@ -9,7 +9,8 @@ from django.core.management import call_command
 from django.db import connection
 
 from tests.conftest import bearer
-from tokens_app import keys, services
+from tokens_app import services
+from tokens_app.core import tokenstring
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +35,7 @@ def test_plaintext_and_secret_never_reach_database_or_logs(api, caplog, settings
 
     for token in (from_command, from_service):
         assert api.get("/api/whoami/", **bearer(token)).status_code == 200
-        wrong = keys.assemble("tka", token[4:16], keys.generate_secret())
+        wrong = tokenstring.assemble("tka", token[4:16], tokenstring.generate_secret())
         assert api.get("/api/whoami/", **bearer(wrong)).status_code == 401
     call_command("revoke_token", from_command, "--reason", "test", stdout=StringIO())
     assert api.get("/api/whoami/", **bearer(from_command)).status_code == 401
@@ -44,7 +45,7 @@ def test_plaintext_and_secret_never_reach_database_or_logs(api, caplog, settings
     log_text = "\n".join(r.getMessage() for r in caplog.records)
     assert "SELECT" in log_text  # the SQL log was really captured
     for token in (from_command, from_service):
-        parsed = keys.parse(token, "tka")
+        parsed = tokenstring.parse(token, "tka")
         assert parsed is not None
         assert parsed.key_id in dump  # the public id is stored ...
         for secret_part in (token, parsed.secret):

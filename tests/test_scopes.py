@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, Permission
 from django.core.exceptions import ImproperlyConfigured
 
-from tokens_app import scopes
-from tokens_app.scopes import (
+from tokens_app.core import scopes
+from tokens_app.core.scopes import (
     ScopeRegistry,
     declaration_problems,
     effective_scopes,

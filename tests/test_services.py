@@ -6,7 +6,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
-from tokens_app import hashing, keys, services
+from tokens_app import services
+from tokens_app.core import hashing, tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ def test_issue_stores_hash_not_secret_and_records_event(alice, superuser, clock)
         via="test",
     )
     token = APIToken.objects.get(pk=issued.token.pk)
-    parsed = keys.parse(issued.plaintext, "tka")
+    parsed = tokenstring.parse(issued.plaintext, "tka")
     assert parsed is not None and parsed.key_id == token.key_id
     assert parsed.secret not in token.secret_hash
     assert hashing.verify_secret(parsed.secret, token.secret_hash)[0]
@@ -47,7 +48,7 @@ def test_issue_stores_hash_not_secret_and_records_event(alice, superuser, clock)
 def test_key_ids_are_random_not_sequential(alice, issue):
     ids = {issue(alice).token.key_id for _ in range(5)}
     assert len(ids) == 5
-    assert all(keys.is_valid_key_id(key_id) for key_id in ids)
+    assert all(tokenstring.is_valid_key_id(key_id) for key_id in ids)
 
 
 @pytest.mark.parametrize(
@@ -174,16 +175,16 @@ def test_parent_with_expiry_cannot_mint_non_expiring_token(alice, issue, setting
 
 def test_key_id_collision_is_retried(alice, issue, monkeypatch):
     existing = issue(alice).token.key_id
-    fresh = iter([existing, existing, "Z" * keys.KEY_ID_LENGTH])
-    monkeypatch.setattr(keys, "generate_key_id", lambda: next(fresh))
+    fresh = iter([existing, existing, "Z" * tokenstring.KEY_ID_LENGTH])
+    monkeypatch.setattr(tokenstring, "generate_key_id", lambda: next(fresh))
     issued = issue(alice)
-    assert issued.token.key_id == "Z" * keys.KEY_ID_LENGTH
+    assert issued.token.key_id == "Z" * tokenstring.KEY_ID_LENGTH
     assert services.authenticate_token(issued.plaintext) == issued.token
 
 
 def test_key_id_collisions_without_end_fail_loudly(alice, issue, monkeypatch):
     existing = issue(alice).token.key_id
-    monkeypatch.setattr(keys, "generate_key_id", lambda: existing)
+    monkeypatch.setattr(tokenstring, "generate_key_id", lambda: existing)
     with pytest.raises(IntegrityError):
         issue(alice)
     assert APIToken.objects.count() == 1
@@ -215,7 +216,12 @@ def test_find_token_by_key_id_or_full_token(alice, issue):
     issued = issue(alice)
     assert services.find_token(issued.token.key_id) == issued.token
     assert services.find_token(f"  {issued.plaintext} ") == issued.token
-    for reference in ("", "nope", "x" * keys.KEY_ID_LENGTH + "!", "A" * keys.KEY_ID_LENGTH):
+    for reference in (
+        "",
+        "nope",
+        "x" * tokenstring.KEY_ID_LENGTH + "!",
+        "A" * tokenstring.KEY_ID_LENGTH,
+    ):
         assert services.find_token(reference) is None
 
 
@@ -231,8 +237,12 @@ def test_authenticate_failures_carry_a_log_reason(alice, issue, reason):
     issued = issue(alice)
     raw = {
         "malformed": "garbage",
-        "unknown key id": keys.assemble("tka", "Q" * keys.KEY_ID_LENGTH, keys.generate_secret()),
-        "wrong secret": keys.assemble("tka", issued.token.key_id, keys.generate_secret()),
+        "unknown key id": tokenstring.assemble(
+            "tka", "Q" * tokenstring.KEY_ID_LENGTH, tokenstring.generate_secret()
+        ),
+        "wrong secret": tokenstring.assemble(
+            "tka", issued.token.key_id, tokenstring.generate_secret()
+        ),
     }[reason]
     with pytest.raises(services.InvalidToken) as excinfo:
         services.authenticate_token(raw)

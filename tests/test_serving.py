@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import live
-from tokens_app import keys
+from tokens_app.core import tokenstring
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,9 @@ def test_production_settings_hide_debug_pages(served):
 
 
 def test_access_log_never_holds_the_token(served):
-    token = keys.assemble("tka", keys.generate_key_id(), keys.generate_secret())
+    token = tokenstring.assemble(
+        "tka", tokenstring.generate_key_id(), tokenstring.generate_secret()
+    )
     # This server has no tables: the request fails with a logged traceback, which must not
     # hold the token either.
     served.request("GET", "/api/whoami/", headers={"Authorization": f"Bearer {token}"})

@@ -22,9 +22,10 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from tests.conftest import bearer
-from tokens_app import keys, lookup, services
+from tokens_app import lookup, services
 from tokens_app.conf import token_settings
-from tokens_app.hashing import HMACSHA256Hasher
+from tokens_app.core import tokenstring
+from tokens_app.core.hashing import HMACSHA256Hasher
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
@@ -87,16 +88,18 @@ def hasher(request: pytest.FixtureRequest, settings: Any) -> str:
 
 def wrong_secret_for(plaintext: str) -> str:
     """The attacker's probe for a known key id: any secret, a valid checksum."""
-    parsed = keys.parse(plaintext, token_settings().prefix)
+    parsed = tokenstring.parse(plaintext, token_settings().prefix)
     assert parsed is not None
-    return keys.assemble(token_settings().prefix, parsed.key_id, keys.generate_secret())
+    return tokenstring.assemble(
+        token_settings().prefix, parsed.key_id, tokenstring.generate_secret()
+    )
 
 
 def unknown_key_id() -> str:
     """The attacker's probe for a key id that does not exist: valid checksum, so it is queried."""
-    key_id = keys.generate_key_id()
+    key_id = tokenstring.generate_key_id()
     assert not APIToken.objects.filter(key_id=key_id).exists()
-    return keys.assemble(token_settings().prefix, key_id, keys.generate_secret())
+    return tokenstring.assemble(token_settings().prefix, key_id, tokenstring.generate_secret())
 
 
 def calls_of(calls: list[Call], attempt: Callable[[], Any]) -> list[Call]:
@@ -203,15 +206,15 @@ LANES = {"django": observed, "driver": unobserved}
 
 def rekey(issued: services.IssuedToken, key_id: str) -> str:
     """Give *issued* the key id *key_id* (the hash covers the secret alone); return its token."""
-    parsed = keys.parse(issued.plaintext, token_settings().prefix)
+    parsed = tokenstring.parse(issued.plaintext, token_settings().prefix)
     assert parsed is not None
     APIToken.objects.filter(pk=issued.token.pk).update(key_id=key_id)
-    return keys.assemble(token_settings().prefix, key_id, parsed.secret)
+    return tokenstring.assemble(token_settings().prefix, key_id, parsed.secret)
 
 
 def shifted(key_id: str, step: int) -> str:
     """The key id whose last character is *step* places along base62."""
-    last = keys.BASE62[keys.BASE62.index(key_id[-1]) + step]
+    last = tokenstring.BASE62[tokenstring.BASE62.index(key_id[-1]) + step]
     return key_id[:-1] + last
 
 
@@ -249,7 +252,7 @@ def test_key_id_next_to_a_real_one_is_unknown_but_a_row_is_built(alice, issue, l
     assert found is not None and found.key_id == LOW
     assert built_for_miss == built == [APIToken, get_user_model()]
     with pytest.raises(services.InvalidToken):  # and the real tokens still work
-        services.authenticate_token(keys.assemble(token_settings().prefix, probe, "A" * 32))
+        services.authenticate_token(tokenstring.assemble(token_settings().prefix, probe, "A" * 32))
     for raw in tokens.values():
         assert services.authenticate_token(raw, ip="127.0.0.1").key_id in tokens
 

@@ -1,4 +1,6 @@
-"""Django app configuration: registers system checks and the settings reload hook."""
+"""Django app configuration: registers system checks, the OpenAPI extensions and signal wiring."""
+
+import importlib.util
 
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
@@ -11,7 +13,15 @@ class TokensAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported for their side effects: check registration and signal wiring.
-        from tokens_app import checks, conf, schema  # noqa: F401
+        from tokens_app import checks, conf  # noqa: F401
         from tokens_app.services import owners
 
         owners.connect()
+        if openapi_available():
+            # drf-spectacular finds extensions by subclass registration at import time.
+            from tokens_app.api import schema  # noqa: F401
+
+
+def openapi_available() -> bool:
+    """Whether drf-spectacular is installed: the schema extensions are optional."""
+    return importlib.util.find_spec("drf_spectacular") is not None

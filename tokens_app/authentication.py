@@ -11,10 +11,11 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from tokens_app import denylist, jwt_tokens, services
-from tokens_app.client import client_ip, ip_allowed
+from tokens_app import services
 from tokens_app.conf import token_settings
+from tokens_app.core.address import client_ip, ip_allowed
 from tokens_app.exceptions import ServiceUnavailable
+from tokens_app.jwt import access_tokens, denylist
 from tokens_app.models import APIToken
 
 logger = logging.getLogger("tokens_app.authentication")
@@ -42,7 +43,7 @@ class APITokenAuthentication(BaseAuthentication):
                 return None
             value = value.strip()
             # A dotted value is a JWT (API tokens never hold a dot): JWTAuthentication's.
-            if not jwt_tokens.looks_like_jwt(value):
+            if not access_tokens.looks_like_jwt(value):
                 return value
             if not _accepts_jwts(request):
                 ip = client_ip(request._request)
@@ -123,17 +124,17 @@ class JWTAuthentication(BaseAuthentication):
 
     keyword = "Bearer"
 
-    def authenticate(self, request: Request) -> tuple[Any, jwt_tokens.JWTClaims] | None:
+    def authenticate(self, request: Request) -> tuple[Any, access_tokens.JWTClaims] | None:
         header = request._request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _space, value = header.partition(" ")
         value = value.strip()
-        if scheme.lower() != self.keyword.lower() or not jwt_tokens.looks_like_jwt(value):
+        if scheme.lower() != self.keyword.lower() or not access_tokens.looks_like_jwt(value):
             return None
         try:
-            claims = jwt_tokens.verify(value)
+            claims = access_tokens.verify(value)
             self.check_address(request, claims)
             user = self.user_for(claims)
-        except jwt_tokens.InvalidJWT as failure:
+        except access_tokens.InvalidJWT as failure:
             # The client address is only needed for the log line (JWTs record no use).
             ip = client_ip(request._request)
             raise rejected(request, "JWT", failure.reason, failure.key_id, ip) from None
@@ -142,12 +143,12 @@ class JWTAuthentication(BaseAuthentication):
         enforce_budgets(request, claims.budgets)
         return user, claims
 
-    def check_address(self, request: Request, claims: jwt_tokens.JWTClaims) -> None:
+    def check_address(self, request: Request, claims: access_tokens.JWTClaims) -> None:
         """A JWT minted from an IP-restricted token carries its networks, and obeys them."""
         if claims.allowed_ips and not ip_allowed(client_ip(request._request), claims.allowed_ips):
-            raise jwt_tokens.InvalidJWT("address not allowed", claims.key_id)
+            raise access_tokens.InvalidJWT("address not allowed", claims.key_id)
 
-    def user_for(self, claims: jwt_tokens.JWTClaims) -> Any:
+    def user_for(self, claims: access_tokens.JWTClaims) -> Any:
         """The user of *claims*: from the claims, or loaded when ``JWT_LOAD_USER`` is set."""
         if not token_settings().jwt.load_user:
             return JWTUser(claims)
@@ -155,9 +156,9 @@ class JWTAuthentication(BaseAuthentication):
         try:
             user = user_model._default_manager.get(pk=claims.owner_pk)
         except (user_model.DoesNotExist, ValueError, ValidationError):
-            raise jwt_tokens.InvalidJWT("unknown subject", claims.key_id) from None
+            raise access_tokens.InvalidJWT("unknown subject", claims.key_id) from None
         if not getattr(user, "is_active", True):
-            raise jwt_tokens.InvalidJWT("owner_inactive", claims.key_id)
+            raise access_tokens.InvalidJWT("owner_inactive", claims.key_id)
         return user
 
     def authenticate_header(self, request: Request) -> str:
@@ -177,7 +178,7 @@ class JWTUser:
     is_staff = False
     is_superuser = False
 
-    def __init__(self, claims: jwt_tokens.JWTClaims) -> None:
+    def __init__(self, claims: access_tokens.JWTClaims) -> None:
         self.pk = self.id = claims.owner_pk
         self.username = str(claims.claims.get("username", ""))
 

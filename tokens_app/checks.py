@@ -4,7 +4,7 @@ Ids are stable and never reused: E001 settings, E002 scope declarations,
 E003 undeclared scope named by a view; W001 view with HasScope and no scopes,
 W002 derived hash key (deploy), W003 non-expiring tokens allowed (deploy),
 E004 the rate-limit cache alias is not in ``CACHES``, E005 it is Django's dummy cache.
-Caches holding security state (``tokens_app.retention`` says why): E006 the JWT deny-list
+Caches holding security state (``tokens_app.core.retention`` says why): E006 the JWT deny-list
 cache alias is not in ``CACHES``, E007 that cache can lose live entries (it culls, evicts,
 keeps nothing, or is one process's memory), E008 the rate-limit cache can lose live
 counters, E009 the rate-limit cache is one process's memory, W004 either cache's backend
@@ -22,11 +22,11 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from tokens_app import scopes
 from tokens_app.conf import token_settings
+from tokens_app.core import scopes
+from tokens_app.core.retention import backend_retention
 from tokens_app.login import unthrottled_password_views
 from tokens_app.permissions import HasScope, is_well_formed
-from tokens_app.retention import backend_retention
 
 
 @register(Tags.security)

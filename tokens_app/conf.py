@@ -21,8 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from tokens_app import keys
-from tokens_app.durations import parse_duration
+from tokens_app.core import tokenstring
+from tokens_app.core.durations import parse_duration
 
 HASHERS = ("hmac-sha256", "argon2")
 #: django-ratelimit's rate syntax: a count, then a period such as ``15m`` or ``h``.
@@ -106,7 +106,7 @@ class TokenSettings:
 
 @dataclass(frozen=True)
 class JWTSettings:
-    """The JWT part of ``API_TOKENS`` (keys are parsed later, by ``tokens_app.jwt_tokens``)."""
+    """The JWT part of ``API_TOKENS`` (keys are parsed by ``jwt.signing_keys``)."""
 
     algorithm: str
     signing_key: str | None
@@ -298,7 +298,7 @@ def load(
     raw = {**DEFAULTS, **raw_settings}
 
     prefix = raw["TOKEN_PREFIX"]
-    if not isinstance(prefix, str) or not keys.PREFIX_PATTERN.fullmatch(prefix):
+    if not isinstance(prefix, str) or not tokenstring.PREFIX_PATTERN.fullmatch(prefix):
         problems.append(
             "TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter"
         )

@@ -41,8 +41,8 @@ from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttrib
 from django.db.models.query_utils import DeferredAttribute
 from django.utils.dateparse import parse_datetime
 
-from tokens_app import keys
 from tokens_app.conf import ORM_LOOKUP, cached_until_settings_change, token_settings
+from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
 
 Converter = Callable[[Any, Any, Any], Any]
@@ -53,7 +53,7 @@ _ONLY_WHEN_ASKED = 2**31 - 1  # a prepare threshold no query count reaches
 #: start (see TokenLookup). Base62's middle character, in code point order: the order of
 #: SQLite's BINARY and PostgreSQL's "C" collations. Another collation only shifts where
 #: the halves meet; an exact match is found either way.
-MIDDLE_KEY_ID = keys.BASE62[len(keys.BASE62) // 2]
+MIDDLE_KEY_ID = tokenstring.BASE62[len(tokenstring.BASE62) // 2]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, keys, limits, scopes
+from tokens_app.core import clock, limits, scopes, tokenstring
 
 
 class TokenStatus(models.TextChoices):
@@ -94,7 +94,7 @@ class APIToken(models.Model):
     )
     key_id = models.CharField(
         _("key id"),
-        max_length=keys.KEY_ID_LENGTH,
+        max_length=tokenstring.KEY_ID_LENGTH,
         unique=True,
         editable=False,
         help_text=_("The token's public identifier. The secret part is never stored."),
@@ -226,7 +226,7 @@ class TokenEvent(models.Model):
         verbose_name=_("token"),
     )
     # A copy, so events stay meaningful after the token row is pruned.
-    key_id = models.CharField(_("key id"), max_length=keys.KEY_ID_LENGTH, db_index=True)
+    key_id = models.CharField(_("key id"), max_length=tokenstring.KEY_ID_LENGTH, db_index=True)
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -15,8 +15,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from tokens_app import scopes
 from tokens_app.conf import token_settings
+from tokens_app.core import scopes
 
 logger = logging.getLogger("tokens_app.permissions")
 

@@ -10,11 +10,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens_app import denylist, jwt_tokens, services
+from tokens_app import services
 from tokens_app.api.serializers import StrictSerializer
 from tokens_app.api.views import caller_token, service_error
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.exceptions import ServiceUnavailable
+from tokens_app.jwt import access_tokens, denylist, signing_keys
 from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
 
@@ -25,7 +26,7 @@ class MintJWTSerializer(StrictSerializer):
 
 
 class IntrospectSerializer(StrictSerializer):
-    token = serializers.CharField(max_length=jwt_tokens.MAX_LENGTH, trim_whitespace=False)
+    token = serializers.CharField(max_length=access_tokens.MAX_LENGTH, trim_whitespace=False)
     token_type_hint = serializers.CharField(max_length=50, required=False)
 
 
@@ -88,6 +89,6 @@ class IntrospectView(APIView):
 @require_safe
 def jwks(request: HttpRequest) -> JsonResponse:
     """``GET /.well-known/jwks.json``: the public keys JWTs are signed with (none for HS256)."""
-    response = JsonResponse({"keys": jwt_tokens.keyring().public_jwks()})
+    response = JsonResponse({"keys": signing_keys.keyring().public_jwks()})
     response["Cache-Control"] = "public, max-age=300"
     return response

@@ -5,9 +5,9 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from tokens_app import clock, limits
+from tokens_app.core import clock, limits
+from tokens_app.core.scopes import MAX_SCOPE_NAME_LENGTH
 from tokens_app.models import APIToken
-from tokens_app.scopes import MAX_SCOPE_NAME_LENGTH
 
 
 class StrictSerializer(serializers.Serializer[Any]):

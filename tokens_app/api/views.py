@@ -30,7 +30,7 @@ from tokens_app.api.serializers import (
     UpdateTokenSerializer,
 )
 from tokens_app.authentication import APITokenAuthentication
-from tokens_app.client import client_ip
+from tokens_app.core.address import client_ip
 from tokens_app.exceptions import ServiceUnavailable
 from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
 from tokens_app.parsers import API_PARSERS

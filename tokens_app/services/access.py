@@ -7,8 +7,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, hashing, keys
 from tokens_app.conf import token_settings
+from tokens_app.core import clock, hashing, tokenstring
 from tokens_app.models import APIToken, APITokenQuerySet, TokenEvent
 from tokens_app.services.credentials import _in_rotation_grace
 from tokens_app.services.errors import NotPermitted
@@ -101,7 +101,9 @@ def check_token_string(raw: str) -> TokenCheck | None:
     checksum decides, before any query). Every caller that acts on a pasted or scanned
     token string (revoking, reporting a leak) asks this, never the key id alone.
     """
-    parsed = keys.parse(raw.strip(), token_settings().prefix) if isinstance(raw, str) else None
+    parsed = (
+        tokenstring.parse(raw.strip(), token_settings().prefix) if isinstance(raw, str) else None
+    )
     if parsed is None:
         return None
     token = APIToken.objects.select_related("owner").filter(key_id=parsed.key_id).first()
@@ -123,7 +125,7 @@ def find_token(reference: str) -> APIToken | None:
         if check.status == UNVERIFIED:
             raise UnverifiedToken(check.key_id)
         return check.token
-    if not keys.is_valid_key_id(reference):
+    if not tokenstring.is_valid_key_id(reference):
         return None
     return APIToken.objects.select_related("owner").filter(key_id=reference).first()
 
@@ -155,5 +157,5 @@ def own_token(user: Any, key_id: str) -> APIToken | None:
     with a value no row can hold, which also keeps bytes such as NUL (refused by
     PostgreSQL) away from the database.
     """
-    safe_id = key_id if keys.is_valid_key_id(key_id) else ""
+    safe_id = key_id if tokenstring.is_valid_key_id(key_id) else ""
     return tokens_for(user).filter(key_id=safe_id).first()

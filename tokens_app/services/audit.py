@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from tokens_app import clock
+from tokens_app.core import clock
 from tokens_app.models import APIToken, TokenEvent
 
 

@@ -1,7 +1,7 @@
 """The one authority rule: what a credential may do to a token, and what it may obtain.
 
 Every path that creates, changes, rotates, revokes or derives a credential asks here
-(``services.issuing`` for tokens, ``tokens_app.jwt_tokens`` for JWTs); adapters (API
+(``services.issuing`` for tokens, ``tokens_app.jwt.access_tokens`` for JWTs); adapters (API
 views, admin, commands) only say who is asking. Two questions, two functions:
 
 - :func:`authorize`: may this credential do this action (to this token, for this owner)?
@@ -39,8 +39,8 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import limits, scopes
 from tokens_app.conf import parse_rate, token_settings
+from tokens_app.core import limits, scopes
 from tokens_app.models import APIToken
 from tokens_app.services.access import can_manage_all, may_issue_for
 from tokens_app.services.credentials import Budget, token_budgets, token_rate

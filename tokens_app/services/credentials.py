@@ -11,9 +11,9 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
-from tokens_app import clock, hashing, keys, limits
-from tokens_app.client import client_ip, ip_allowed
 from tokens_app.conf import token_settings
+from tokens_app.core import clock, hashing, limits, tokenstring
+from tokens_app.core.address import client_ip, ip_allowed
 from tokens_app.lookup import find_token_with_owner
 from tokens_app.models import APIToken, TokenStatus
 
@@ -58,7 +58,7 @@ def authenticate_token(
     Besides the rare hash upgrade, the only write is the ``last_used`` stamp, at most
     once per configured interval.
     """
-    parsed = keys.parse(raw, token_settings().prefix)
+    parsed = tokenstring.parse(raw, token_settings().prefix)
     if parsed is None:
         raise InvalidToken("malformed")
     # One prepared query, no ORM query building (tokens_app.lookup says why).

@@ -12,8 +12,9 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tokens_app import clock, denylist, hashing, keys, validation
 from tokens_app.conf import token_settings
+from tokens_app.core import clock, hashing, tokenstring, validation
+from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority
 from tokens_app.services.access import can_manage_all
@@ -76,7 +77,7 @@ def _lock_owner(owner: Any) -> None:
 def _insert_with_fresh_key_id(token: APIToken) -> str:
     prefix = token_settings().prefix
     for _attempt in range(_KEY_ID_ATTEMPTS):
-        key_id, secret = keys.generate_key_id(), keys.generate_secret()
+        key_id, secret = tokenstring.generate_key_id(), tokenstring.generate_secret()
         token.key_id = key_id
         token.secret_hash = hashing.hash_secret(secret)
         try:
@@ -88,7 +89,7 @@ def _insert_with_fresh_key_id(token: APIToken) -> str:
                 raise
             token.pk = None
             continue
-        return keys.assemble(prefix, key_id, secret)
+        return tokenstring.assemble(prefix, key_id, secret)
     raise IntegrityError("could not find a free key id")
 
 
@@ -259,7 +260,7 @@ def rotate_token(
     """
     grace_seconds = _clean_grace(grace_seconds)
     credential = authority.credential_of(actor, parent)
-    secret = keys.generate_secret()
+    secret = tokenstring.generate_secret()
     with transaction.atomic(using=token_database()):
         # Locked and read again: concurrent rotations and revocations of one token run
         # one after the other, and the decision is taken on the row as it is now.
@@ -294,7 +295,7 @@ def rotate_token(
         _end_grace_born_children(token, actor=actor, ip=ip, via=via, now=now)
     logger.info("Rotated API token %s via %s", token.key_id, via or "code")
     return IssuedToken(
-        token=token, plaintext=keys.assemble(token_settings().prefix, token.key_id, secret)
+        token=token, plaintext=tokenstring.assemble(token_settings().prefix, token.key_id, secret)
     )
 
 

@@ -1,6 +1,6 @@
 """What a JWT may carry, and what introspection answers: the policy of both.
 
-``tokens_app.jwt_tokens`` keeps the mechanics (keys, signing, verification); the rules
+``tokens_app.jwt.access_tokens`` keeps the mechanics (keys, signing, verification); the rules
 live here: a JWT is minted only by an API token, within what ``services.authority``
 says the presented credential may hand on, and an introspection answer says only what
 a resource server needs to apply the token's limits.
@@ -14,8 +14,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, jwt_tokens
 from tokens_app.conf import token_settings
+from tokens_app.core import clock
+from tokens_app.jwt import access_tokens
 from tokens_app.models import APIToken
 from tokens_app.services import authority
 from tokens_app.services.credentials import InvalidToken, authenticate_token, token_rate
@@ -93,7 +94,7 @@ def mint_jwt(
         "scope": scope_claim,
         "client_id": token.key_id,
         "username": token.owner.get_username(),
-        jwt_tokens.SECRET_VERSION_CLAIM: authority.presented_secret_version(credential),
+        access_tokens.SECRET_VERSION_CLAIM: authority.presented_secret_version(credential),
     }
     # The token's guardrails travel with the JWT, which is verified without its row.
     if bounds.networks:
@@ -102,8 +103,8 @@ def mint_jwt(
         claims["rate_limit"] = bounds.rate
     shared = [[key_id, rate] for key_id, rate in bounds.budgets if key_id != token.key_id]
     if shared:
-        claims[jwt_tokens.SHARED_BUDGETS_CLAIM] = shared
-    return MintedJWT(jwt_tokens.sign(claims), _epoch(expires) - _epoch(now), scope_claim)
+        claims[access_tokens.SHARED_BUDGETS_CLAIM] = shared
+    return MintedJWT(access_tokens.sign(claims), _epoch(expires) - _epoch(now), scope_claim)
 
 
 # --- introspection (RFC 7662) ----------------------------------------------------------------
@@ -116,7 +117,7 @@ def introspect(raw: str) -> dict[str, Any]:
     owner and the guardrails a resource server must apply itself (only those set). Raise
     ``denylist.DenyListUnavailable`` when a JWT cannot be checked (never "active").
     """
-    return _describe_jwt(raw) if jwt_tokens.looks_like_jwt(raw) else _describe_api_token(raw)
+    return _describe_jwt(raw) if access_tokens.looks_like_jwt(raw) else _describe_api_token(raw)
 
 
 def _describe_api_token(raw: str) -> dict[str, Any]:
@@ -149,8 +150,8 @@ def _guardrails(allowed_ips: list[str], rate_limit: str | None) -> dict[str, Any
 
 def _describe_jwt(raw: str) -> dict[str, Any]:
     try:
-        verified = jwt_tokens.verify(raw, any_audience=True)
-    except jwt_tokens.InvalidJWT:
+        verified = access_tokens.verify(raw, any_audience=True)
+    except access_tokens.InvalidJWT:
         return INACTIVE
     claims = verified.claims
     return {

@@ -1,7 +1,7 @@
 """Leaked tokens: find them in text, say what they can still do, revoke them.
 
 Finding needs no database: the token format carries a checksum (see
-:func:`tokens_app.keys.find_tokens`), so a scan can run in a pre-commit hook or on
+:func:`tokens_app.core.tokenstring.find_tokens`), so a scan can run in a pre-commit hook or on
 a laptop with no access to production. Only the key id of a finding is kept: a
 scanner's results end up in terminals, CI logs and tickets, and must not leak the
 secret a second time.
@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tokens_app import clock, keys
 from tokens_app.conf import token_settings
+from tokens_app.core import clock, tokenstring
 from tokens_app.models import APIToken, TokenStatus
 from tokens_app.services.access import RETIRED, UNKNOWN, UNVERIFIED, secret_verdict
 from tokens_app.services.revoking import revoke_token
@@ -89,7 +89,7 @@ def scan_sources(
     candidates: dict[tuple[str, str], int] = {}
     for source, lines in sources:
         for number, text in enumerate(lines, start=1):
-            for _offset, parsed in keys.find_tokens(text, prefix):
+            for _offset, parsed in tokenstring.find_tokens(text, prefix):
                 index = -1
                 if verify:
                     pair = (parsed.key_id, parsed.secret)

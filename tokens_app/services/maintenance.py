@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock
+from tokens_app.core import clock
 from tokens_app.models import APIToken, TokenEvent, token_database
 
 logger = logging.getLogger("tokens_app")

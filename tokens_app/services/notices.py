@@ -26,7 +26,7 @@ from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tokens_app import clock, labels
+from tokens_app.core import clock, labels
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services.audit import record_event
 
@@ -162,7 +162,7 @@ def _message(owner: Any, tokens: list[APIToken], now: datetime, until: datetime)
         "window": _human(until, now),
         "tokens": [
             {
-                # A label the owner chose, shown quoted and neutralised (tokens_app.labels):
+                # A label the owner chose, shown quoted and neutralised (tokens_app.core.labels):
                 # the template's autoescape is off, it is plain text.
                 "label": labels.label(token.name),
                 "key_id": token.key_id,

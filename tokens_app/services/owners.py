@@ -14,9 +14,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import signals
 
-from tokens_app import clock, denylist
+from tokens_app.core import clock
+from tokens_app.jwt import denylist
 
-#: The user fields the grant policy reads (see ``tokens_app.scopes.may_hold``).
+#: The user fields the grant policy reads (see ``tokens_app.core.scopes.may_hold``).
 POWER_FIELDS = ("is_active", "is_staff", "is_superuser")
 
 

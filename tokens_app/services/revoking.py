@@ -15,7 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, denylist, limits
+from tokens_app.core import clock, limits
+from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority
 from tokens_app.services.audit import record_event

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from tokens_app import services
-from tokens_app.durations import parse_duration
+from tokens_app.core.durations import parse_duration
 from tokens_app.management.base import TokenCommand, dumps, token_as_dict, validation_message
 
 T = TypeVar("T")

@@ -4,7 +4,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from tokens_app import labels, services
+from tokens_app import services
+from tokens_app.core import labels
 from tokens_app.management.base import TokenCommand, dumps, token_as_dict
 
 _COLUMNS = ("key_id", "owner", "name", "status", "scopes", "expires_at", "last_used_at")

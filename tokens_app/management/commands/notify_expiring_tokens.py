@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
 from tokens_app import services
-from tokens_app.durations import parse_duration
+from tokens_app.core.durations import parse_duration
 from tokens_app.management.base import TokenCommand
 
 

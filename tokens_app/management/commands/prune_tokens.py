@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
 
 from tokens_app import services
-from tokens_app.durations import parse_duration
+from tokens_app.core.durations import parse_duration
 from tokens_app.management.base import TokenCommand
 from tokens_app.services.maintenance import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 

@@ -22,10 +22,11 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tokens_app import clock, services
-from tokens_app.admin_filters import ScopeFilter, StatusFilter, display_status
-from tokens_app.client import client_ip
-from tokens_app.forms import IssueTokenForm, RevokeForm, TokenChangeForm, add_service_errors
+from tokens_app import services
+from tokens_app.admin.filters import ScopeFilter, StatusFilter, display_status
+from tokens_app.admin.forms import IssueTokenForm, RevokeForm, TokenChangeForm, add_service_errors
+from tokens_app.core import clock
+from tokens_app.core.address import client_ip
 from tokens_app.models import APIToken, TokenEvent
 
 if TYPE_CHECKING:

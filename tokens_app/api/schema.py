@@ -1,6 +1,6 @@
 """OpenAPI 3 through drf-spectacular: the bearer scheme, required scopes and error responses.
 
-Set ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "tokens_app.schema.ScopedAutoSchema"``.
+Set ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "tokens_app.api.schema.ScopedAutoSchema"``.
 Importing this module registers the extensions: the bearer security scheme of
 ``APITokenAuthentication`` and the request/response shapes of the token API views.
 """

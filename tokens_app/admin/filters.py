@@ -9,7 +9,7 @@ from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import clock, scopes
+from tokens_app.core import clock, scopes
 from tokens_app.models import APIToken, TokenStatus
 
 #: A usable token that expires within this window is shown as "expiring soon".

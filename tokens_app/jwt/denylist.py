@@ -27,8 +27,8 @@ from typing import Any
 
 from django.core.cache import caches
 
-from tokens_app import clock
 from tokens_app.conf import token_settings
+from tokens_app.core import clock
 
 logger = logging.getLogger("tokens_app")
 

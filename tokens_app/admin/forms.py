@@ -10,8 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app import limits, scopes, services
+from tokens_app import services
 from tokens_app.conf import token_settings
+from tokens_app.core import limits, scopes
 from tokens_app.models import APIToken
 
 if TYPE_CHECKING:
