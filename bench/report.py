@@ -310,7 +310,7 @@ reads the nearest token in index order for a miss and builds it exactly as for a
 dropping it (`tokens_app/lookup.py`), and the unknown path then reads the clock and runs two
 verifications through the same pwdlib path, hasher and key, as a wrong secret does (its hash,
 then the previous one in a rotation grace or a dummy one outside it;
-`tests/test_timing_paths.py` compares the calls one by one).
+`tests/tokens/test_timing_paths.py` compares the calls one by one).
 
 Budget: the unknown key id row's median within 5 % of the wrong secret row's. Why 5 %: in
 eight calibration runs of these rows on this machine (60 rounds of 25 requests, four on SQLite

@@ -159,8 +159,8 @@ else:
 # - django_ratelimit.W001 "not officially supported" names every backend but memcached and
 #   django-redis. Rate counting needs an atomic create (`add`) and an atomic increment
 #   (`incr`); Django's own RedisCache does both (SET NX with expiry, INCRBY), and
-#   tests/test_multiprocess.py proves the limit holds across gunicorn workers; so does the
-#   embedded NonCullingLocMemCache, under its lock. Backends that cannot count are E003.
+#   tests/deployment/test_multiprocess.py proves the limit holds across gunicorn workers;
+#   so does the embedded NonCullingLocMemCache, under its lock. Backends that cannot count are E003.
 # - tokens_app.E009 "one process's memory" only with DEBUG on and no REDIS_URL: that is
 #   the embedded default, one process (`make run`), whose counters are exact. With DEBUG
 #   off it stands, so `make serve` and `check --deploy` stop until REDIS_URL is set.

@@ -1,4 +1,4 @@
-"""Test settings with a custom user model (tests/custom_user), for tests/test_lookup.py."""
+"""Test settings with a custom user model (tests/custom_user), for tests/tokens/test_lookup.py."""
 
 from tests.settings import *  # noqa: F403
 from tests.settings import DATABASES, INSTALLED_APPS

@@ -1,6 +1,6 @@
 """The example project's URLs plus views that read bodies outside the bounded parsers.
 
-``tests/test_bodies.py`` uses them (``pytest.mark.urls``) for the paths the example project
+``tests/api/test_bodies.py`` uses them (``pytest.mark.urls``) for the paths the example project
 does not have: a plain Django view under ``/api/`` that reads ``request.POST`` (and one
 the CSRF middleware reads for), a DRF view that kept DRF's own ``JSONParser``, and a DRF
 view with a genuine recursion bug.

@@ -22,7 +22,7 @@ cache. Errors are still wrapped as Django's, so a fault is a ``DatabaseError`` (
 When queries are observed (``DEBUG``, ``django_assert_num_queries``, an execute wrapper
 such as an APM's), Django's own cursor runs the same statement, so they see it.
 
-``tests/test_lookup.py`` checks that this and the ORM agree, on SQLite and PostgreSQL
+``tests/tokens/test_lookup.py`` checks that this and the ORM agree, on SQLite and PostgreSQL
 and with a custom user model.
 """
 

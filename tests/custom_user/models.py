@@ -1,7 +1,7 @@
 """A custom user model unlike ``auth.User`` in every way the token lookup could depend on.
 
 Its own table name, a UUID primary key, an e-mail as the username, and ``is_active``
-stored in a column of another name. ``tests/test_lookup.py`` runs with it
+stored in a column of another name. ``tests/tokens/test_lookup.py`` runs with it
 (``tests/settings_custom_user.py``) to show the prepared lookup reads the model's
 metadata rather than assuming ``auth_user``.
 """

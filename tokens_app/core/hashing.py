@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Sequence
 
 from pwdlib import PasswordHash
-from pwdlib.exceptions import UnknownHashError
+from pwdlib.exceptions import PwdlibError
 from pwdlib.hashers import HasherProtocol
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.base import ensure_bytes, ensure_str
@@ -102,8 +102,9 @@ def verify_secret(secret: str, stored: str) -> tuple[bool, str | None]:
     """Return ``(matches, new_hash_or_None)``; never raise on a corrupt stored value."""
     try:
         return password_hash().verify_and_update(secret, stored)
-    except (UnknownHashError, TypeError, ValueError):
-        # A stored value no hasher recognises is a rejection, never an error page.
+    except (PwdlibError, TypeError, ValueError):
+        # A stored value no hasher recognises (or, in pwdlib 0.4, one its hasher cannot
+        # decode: HashVerificationError) is a rejection, never an error page.
         return False, None
 
 
@@ -120,6 +121,6 @@ def burn_verification_time(secret: str) -> None:
 
     The same pwdlib path as a wrong secret for a known key id: ``verify_and_update``,
     the current hasher's ``identify`` and ``verify``, no rehash (a mismatch never has one).
-    ``tests/test_timing_paths.py`` compares the two call by call.
+    ``tests/tokens/test_timing_paths.py`` compares the two call by call.
     """
     verify_secret(secret, _dummy_hash())

@@ -31,7 +31,7 @@ from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CUSTOM_USER = "custom_user.Person"
 
 

@@ -145,7 +145,7 @@ def test_readiness_is_200_when_database_and_cache_answer(client):
         "database": "ok",
         "cache": "ok",
     }
-    assert body.get("eviction", "ok") == "ok"  # with Redis: tests/test_caches.py
+    assert body.get("eviction", "ok") == "ok"  # with Redis: tests/throttling/test_caches.py
     assert "no-cache" in response["Cache-Control"]
 
 

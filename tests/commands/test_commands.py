@@ -23,7 +23,7 @@ from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTES = "/api/notes/"
 COLUMNS = ["key_id", "owner", "name", "status", "scopes", "expires_at", "last_used_at"]
 

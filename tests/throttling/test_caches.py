@@ -36,7 +36,7 @@ from tokens_app.core.retention import RedisEviction
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINT = "/api/auth/jwt/"
 WHOAMI = "/api/whoami/"
 EXCHANGE = "/api/auth/token/"
@@ -294,12 +294,12 @@ class HomeMadeCache(BaseCache):
         (f"{DJANGO}db.DatabaseCache", ["tokens_app.E007"]),
         (f"{DJANGO}memcached.PyMemcacheCache", ["tokens_app.E007"]),
         (f"{DJANGO}memcached.PyLibMCCache", ["tokens_app.E007"]),
-        ("tests.test_caches.CullingSubclass", ["tokens_app.E007"]),
+        ("tests.throttling.test_caches.CullingSubclass", ["tokens_app.E007"]),
         ("tokens_app.cache.NonCullingLocMemCache", ["tokens_app.E007"]),  # one process only
         ("tokens_app.cache.NonCullingFileBasedCache", []),
         (f"{DJANGO}redis.RedisCache", []),
         ("django_redis.cache.RedisCache", []),
-        ("tests.test_caches.HomeMadeCache", ["tokens_app.W004"]),
+        ("tests.throttling.test_caches.HomeMadeCache", ["tokens_app.W004"]),
         ("no_such_package.Cache", ["tokens_app.W004"]),
     ],
 )
@@ -321,12 +321,12 @@ def test_deny_list_cache_backend_gets_its_check(settings, backend, expected):
         (f"{DJANGO}db.DatabaseCache", ["tokens_app.E008"]),
         (f"{DJANGO}memcached.PyMemcacheCache", ["tokens_app.E008"]),
         (f"{DJANGO}memcached.PyLibMCCache", ["tokens_app.E008"]),
-        ("tests.test_caches.CullingSubclass", ["tokens_app.E008"]),
+        ("tests.throttling.test_caches.CullingSubclass", ["tokens_app.E008"]),
         ("tokens_app.cache.NonCullingLocMemCache", ["tokens_app.E009"]),
         ("tokens_app.cache.NonCullingFileBasedCache", []),
         (f"{DJANGO}redis.RedisCache", []),
         ("django_redis.cache.RedisCache", []),
-        ("tests.test_caches.HomeMadeCache", ["tokens_app.W004"]),
+        ("tests.throttling.test_caches.HomeMadeCache", ["tokens_app.W004"]),
     ],
 )
 def test_rate_limit_cache_backend_gets_its_check(settings, backend, expected):

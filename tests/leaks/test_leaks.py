@@ -26,7 +26,7 @@ from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTES = "/api/notes/"
 
 

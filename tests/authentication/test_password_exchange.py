@@ -119,7 +119,7 @@ class CountingHasher(MD5PasswordHasher):
 def test_the_password_hasher_runs_for_every_failure(
     api, settings, django_user_model, username, password
 ):
-    settings.PASSWORD_HASHERS = ["tests.test_password_exchange.CountingHasher"]
+    settings.PASSWORD_HASHERS = ["tests.authentication.test_password_exchange.CountingHasher"]
     django_user_model.objects.create_user("alice", password="pw-alice")
     django_user_model.objects.create_user("inactive", password="pw-inactive", is_active=False)
     CountingHasher.calls = 0

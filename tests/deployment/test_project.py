@@ -14,7 +14,7 @@ from tests.conftest import bearer
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_other_users_note_is_404_identical_to_missing(api, alice, bob, issue):

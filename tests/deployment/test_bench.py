@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import is_production_profile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_quick_run_reports_every_row(tmp_path):

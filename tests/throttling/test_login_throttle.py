@@ -220,7 +220,7 @@ class CountingHasher(MD5PasswordHasher):
 def test_every_admin_login_answer_costs_one_password_hash(
     settings, django_user_model, username, password, status
 ):
-    settings.PASSWORD_HASHERS = ["tests.test_login_throttle.CountingHasher"]
+    settings.PASSWORD_HASHERS = ["tests.throttling.test_login_throttle.CountingHasher"]
     create = django_user_model.objects.create_user
     create("staff", password="pw-staff", is_staff=True)
     create("inactive", password="pw-inactive", is_staff=True, is_active=False)
@@ -231,7 +231,7 @@ def test_every_admin_login_answer_costs_one_password_hash(
 
 
 def test_refused_attempts_check_no_password(settings, django_user_model):
-    settings.PASSWORD_HASHERS = ["tests.test_login_throttle.CountingHasher"]
+    settings.PASSWORD_HASHERS = ["tests.throttling.test_login_throttle.CountingHasher"]
     django_user_model.objects.create_user("staff", password="pw-staff", is_staff=True)
     for number in range(5):
         log_in(Client(), password=f"guess-{number}")

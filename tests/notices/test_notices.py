@@ -33,7 +33,7 @@ from tokens_app.services.notices import _notify_owner
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
 NOTICE = TokenEvent.Kind.EXPIRY_NOTICE
@@ -290,7 +290,7 @@ def test_a_notice_recorded_meanwhile_by_another_run_is_not_sent_twice(alice, iss
 @pytest.mark.production_profile  # row locks: PostgreSQL; SQLite serialises whole transactions
 @pytest.mark.django_db(transaction=True)  # two connections must see each other's commits
 def test_concurrent_runs_notify_each_token_once(alice, issue, clock, settings):
-    settings.EMAIL_BACKEND = "tests.test_notices.SlowBackend"
+    settings.EMAIL_BACKEND = "tests.notices.test_notices.SlowBackend"
     SlowBackend.sending.clear()
     token = expiring(issue, alice, timedelta(days=2)).token
     results: list[services.NoticeResult] = []
@@ -360,7 +360,7 @@ def test_owner_without_email_is_skipped_reported_and_not_recorded(alice, bob, is
 def test_a_failing_mail_server_records_nothing_and_the_command_fails(
     alice, bob, issue, clock, settings
 ):
-    settings.EMAIL_BACKEND = "tests.test_notices.FailingBackend"
+    settings.EMAIL_BACKEND = "tests.notices.test_notices.FailingBackend"
     a = expiring(issue, alice, timedelta(days=2)).token
     expiring(issue, bob, timedelta(days=3))
     before = snapshot()
@@ -383,7 +383,7 @@ def test_a_failing_mail_server_records_nothing_and_the_command_fails(
 
 
 def test_one_owner_failing_does_not_stop_the_others(alice, bob, issue, clock, settings, caplog):
-    settings.EMAIL_BACKEND = "tests.test_notices.FailingForBobBackend"
+    settings.EMAIL_BACKEND = "tests.notices.test_notices.FailingForBobBackend"
     a = expiring(issue, alice, timedelta(days=2)).token
     b = expiring(issue, bob, timedelta(days=3)).token
     with caplog.at_level(logging.INFO, logger="tokens_app"):
@@ -411,7 +411,7 @@ def test_one_owner_failing_does_not_stop_the_others(alice, bob, issue, clock, se
 
 @pytest.mark.django_db(transaction=True)  # run_from_argv closes connections, as manage.py does
 def test_command_line_failure_exits_non_zero(alice, issue, clock, settings, capsys):
-    settings.EMAIL_BACKEND = "tests.test_notices.FailingBackend"
+    settings.EMAIL_BACKEND = "tests.notices.test_notices.FailingBackend"
     expiring(issue, alice, timedelta(days=2))
     assert command_line("notify_expiring_tokens") == 1
     captured = capsys.readouterr()
@@ -660,7 +660,7 @@ def test_manage_py_notify_expiring_tokens_in_a_child_process(tmp_path):
     wider = manage(
         "notify_expiring_tokens",
         "--within=31d",
-        DJANGO_EMAIL_BACKEND="tests.test_notices.FailingBackend",
+        DJANGO_EMAIL_BACKEND="tests.notices.test_notices.FailingBackend",
     )
     assert wider.returncode == 1
     assert wider.stderr.splitlines()[-1] == (
