@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from tokens_app import services
 from tokens_app.conf import token_settings
 from tokens_app.core.address import client_ip, ip_allowed
-from tokens_app.exceptions import ServiceUnavailable
+from tokens_app.exceptions import api_error
 from tokens_app.jwt import access_tokens, denylist
 from tokens_app.models import APIToken
 
@@ -94,10 +94,8 @@ def enforce_budgets(request: Request, budgets: Sequence[services.Budget]) -> Non
         return
     try:
         services.count_token_requests(request._request, budgets)
-    except services.TooManyAttempts as limited:
-        raise exceptions.Throttled(wait=limited.retry_after) from None
-    except services.RateLimiterUnavailable:
-        raise ServiceUnavailable from None
+    except (services.TooManyAttempts, services.RateLimiterUnavailable) as refused:
+        raise api_error(refused) from None
 
 
 def rejected(
@@ -138,8 +136,8 @@ class JWTAuthentication(BaseAuthentication):
             # The client address is only needed for the log line (JWTs record no use).
             ip = client_ip(request._request)
             raise rejected(request, "JWT", failure.reason, failure.key_id, ip) from None
-        except denylist.DenyListUnavailable:
-            raise ServiceUnavailable from None
+        except denylist.DenyListUnavailable as fault:
+            raise api_error(fault) from None
         enforce_budgets(request, claims.budgets)
         return user, claims
 

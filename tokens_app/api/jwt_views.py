@@ -1,6 +1,5 @@
 """JWTs: minting (``POST /api/auth/jwt/``), introspection (RFC 7662) and the JWKS document."""
 
-from django.core.exceptions import ValidationError as ServiceError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 from rest_framework import serializers, status
@@ -12,10 +11,10 @@ from rest_framework.views import APIView
 
 from tokens_app import services
 from tokens_app.api.serializers import StrictSerializer
-from tokens_app.api.views import caller_token, service_error
+from tokens_app.api.views import caller_token
 from tokens_app.authentication import APITokenAuthentication
-from tokens_app.exceptions import ServiceUnavailable
-from tokens_app.jwt import access_tokens, denylist, signing_keys
+from tokens_app.exceptions import TranslatedErrors
+from tokens_app.jwt import access_tokens, signing_keys
 from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
 
@@ -30,7 +29,7 @@ class IntrospectSerializer(StrictSerializer):
     token_type_hint = serializers.CharField(max_length=50, required=False)
 
 
-class MintJWTView(APIView):
+class MintJWTView(TranslatedErrors, APIView):
     """``POST``: a short-lived JWT for the API token this request carries (and only for one).
 
     Only API tokens authenticate here, so a session or a JWT cannot mint JWTs.
@@ -46,10 +45,7 @@ class MintJWTView(APIView):
             raise services.InvalidToken("not an API token")
         serializer = MintJWTSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            minted = services.mint_jwt(token, **serializer.validated_data)
-        except ServiceError as error:
-            raise service_error(error) from None
+        minted = services.mint_jwt(token, **serializer.validated_data)
         response = Response(
             {
                 "access_token": minted.access_token,
@@ -63,7 +59,7 @@ class MintJWTView(APIView):
         return response
 
 
-class IntrospectView(APIView):
+class IntrospectView(TranslatedErrors, APIView):
     """``POST``: RFC 7662 introspection of an API token or a JWT, for ``tokens:introspect``.
 
     Anything not usable right now is ``{"active": false}``, without saying why.
@@ -77,11 +73,7 @@ class IntrospectView(APIView):
         serializer = IntrospectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         raw = serializer.validated_data["token"]
-        try:
-            body = services.introspect(raw)
-        except denylist.DenyListUnavailable:
-            raise ServiceUnavailable from None
-        response = Response(body)
+        response = Response(services.introspect(raw))
         response["Cache-Control"] = "no-store"
         return response
 

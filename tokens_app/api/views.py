@@ -7,7 +7,6 @@ user's, nonexistent or malformed) takes the same path: one query, one 404.
 from datetime import timedelta
 from typing import Any, cast
 
-from django.core.exceptions import ValidationError as ServiceError
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
@@ -31,17 +30,12 @@ from tokens_app.api.serializers import (
 )
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.core.address import client_ip
-from tokens_app.exceptions import ServiceUnavailable
+from tokens_app.exceptions import TranslatedErrors
 from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
 from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
 
 READ, WRITE = ["tokens:read"], ["tokens:write"]
-_FIELD_FOR = {
-    "expires_at": "expires_at",
-    "owner": "non_field_errors",
-    "__all__": "non_field_errors",
-}
 
 
 #: Who may manage tokens: an API token (bounded by itself as parent) or a session. Never a
@@ -57,15 +51,6 @@ class TokenPagination(PageNumberPagination):
     max_page_size = 200
 
 
-def service_error(error: ServiceError) -> exceptions.ValidationError:
-    """Turn a service ``ValidationError`` into DRF's 400, keyed by request field."""
-    if not hasattr(error, "error_dict"):
-        return exceptions.ValidationError({"non_field_errors": error.messages})
-    return exceptions.ValidationError(
-        {_FIELD_FOR.get(field, field): messages for field, messages in error.message_dict.items()}
-    )
-
-
 def issued_response(issued: services.IssuedToken, status_code: int) -> Response:
     """Answer with the plaintext once; ``no-store`` keeps it out of every cache."""
     # The serializer reads an IssuedToken (see its docstring); its fields are typed for APIToken.
@@ -74,12 +59,20 @@ def issued_response(issued: services.IssuedToken, status_code: int) -> Response:
     return response
 
 
+class TokenAPIView(TranslatedErrors, APIView):
+    """What the token API's views share: parsers, who may call, and one error translation."""
+
+    parser_classes = API_PARSERS
+    authentication_classes = TOKEN_MANAGERS
+    permission_classes: list[type[BasePermission]] = [HasScope]
+
+
 def caller_token(request: Request) -> APIToken | None:
     """Return the API token this request authenticated with, if it did."""
     return request.auth if isinstance(request.auth, APIToken) else None
 
 
-class TokenListView(generics.ListAPIView[APIToken]):
+class TokenListView(TranslatedErrors, generics.ListAPIView[APIToken]):
     """``GET``: the caller's tokens (``?status=``, ``?all=true`` for managers); ``POST``: create."""
 
     parser_classes = API_PARSERS
@@ -111,23 +104,20 @@ class TokenListView(generics.ListAPIView[APIToken]):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         days = data.get("expires_in_days")
-        try:
-            issued = services.issue_token(
-                request.user,
-                name=data["name"],
-                scopes=data["scopes"],
-                description=data.get("description", ""),
-                expires_at=data.get("expires_at"),
-                expires_in=timedelta(days=days) if days else None,
-                allowed_ips=data.get("allowed_ips", ()),
-                rate_limit=data.get("rate_limit", ""),
-                actor=request.user,
-                ip=client_ip(request),
-                via="api",
-                parent=request.auth,
-            )
-        except ServiceError as error:
-            raise service_error(error) from None
+        issued = services.issue_token(
+            request.user,
+            name=data["name"],
+            scopes=data["scopes"],
+            description=data.get("description", ""),
+            expires_at=data.get("expires_at"),
+            expires_in=timedelta(days=days) if days else None,
+            allowed_ips=data.get("allowed_ips", ()),
+            rate_limit=data.get("rate_limit", ""),
+            actor=request.user,
+            ip=client_ip(request),
+            via="api",
+            parent=request.auth,
+        )
         return issued_response(issued, status.HTTP_201_CREATED)
 
 
@@ -139,12 +129,9 @@ def own_token(request: Request, key_id: str) -> APIToken:
     return token
 
 
-class TokenDetailView(APIView):
+class TokenDetailView(TokenAPIView):
     """``GET`` one token, ``PATCH`` its name or description, ``DELETE`` to revoke it."""
 
-    parser_classes = API_PARSERS
-    authentication_classes = TOKEN_MANAGERS
-    permission_classes = [HasScope]
     required_scopes = {"GET": READ, "PATCH": WRITE, "DELETE": WRITE}
 
     def get(self, request: Request, key_id: str) -> Response:
@@ -154,17 +141,14 @@ class TokenDetailView(APIView):
         token = own_token(request, key_id)
         serializer = UpdateTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.update_token(
-                token,
-                actor=request.user,
-                parent=request.auth,
-                ip=client_ip(request),
-                via="api",
-                **serializer.validated_data,
-            )
-        except ServiceError as error:
-            raise service_error(error) from None
+        services.update_token(
+            token,
+            actor=request.user,
+            parent=request.auth,
+            ip=client_ip(request),
+            via="api",
+            **serializer.validated_data,
+        )
         return Response(TokenSerializer(token).data)
 
     def delete(self, request: Request, key_id: str) -> Response:
@@ -178,65 +162,51 @@ class TokenDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class TokenRotateView(APIView):
+class TokenRotateView(TokenAPIView):
     """``POST``: a new secret for the same token, returned once."""
 
-    parser_classes = API_PARSERS
-    authentication_classes = TOKEN_MANAGERS
-    permission_classes = [HasScope]
     required_scopes = {"POST": WRITE}
 
     def post(self, request: Request, key_id: str) -> Response:
         token = own_token(request, key_id)
         serializer = RotateTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            issued = services.rotate_token(
-                token,
-                actor=request.user,
-                parent=request.auth,
-                ip=client_ip(request),
-                via="api",
-                grace_seconds=serializer.validated_data["grace_seconds"],
-            )
-        except ServiceError as error:
-            raise service_error(error) from None
+        issued = services.rotate_token(
+            token,
+            actor=request.user,
+            parent=request.auth,
+            ip=client_ip(request),
+            via="api",
+            grace_seconds=serializer.validated_data["grace_seconds"],
+        )
         return issued_response(issued, status.HTTP_200_OK)
 
 
-class RevokeAllView(APIView):
+class RevokeAllView(TokenAPIView):
     """``POST``: revoke every token of the caller at once (a compromised account's first step).
 
     The token making the request is revoked too; the answer says how many were.
     """
 
-    parser_classes = API_PARSERS
-    authentication_classes = TOKEN_MANAGERS
-    permission_classes = [HasScope]
     required_scopes = {"POST": WRITE}
 
     def post(self, request: Request) -> Response:
         serializer = RevokeAllSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            revoked = services.revoke_all_tokens(
-                request.user,
-                actor=request.user,
-                parent=request.auth,
-                reason=serializer.validated_data.get("reason", ""),
-                ip=client_ip(request),
-                via="api",
-            )
-        except ServiceError as error:
-            raise service_error(error) from None
+        revoked = services.revoke_all_tokens(
+            request.user,
+            actor=request.user,
+            parent=request.auth,
+            reason=serializer.validated_data.get("reason", ""),
+            ip=client_ip(request),
+            via="api",
+        )
         return Response({"revoked": revoked})
 
 
-class CurrentTokenView(APIView):
+class CurrentTokenView(TokenAPIView):
     """The token that authenticated this request: ``GET`` it, or ``DELETE`` to revoke it."""
 
-    parser_classes = API_PARSERS
-    authentication_classes = TOKEN_MANAGERS
     required_scopes = {"GET": READ}
 
     def get_permissions(self) -> list[BasePermission]:
@@ -269,10 +239,9 @@ class CurrentTokenView(APIView):
 
 
 @method_decorator(sensitive_post_parameters("password"), name="dispatch")
-class PasswordExchangeView(APIView):
+class PasswordExchangeView(TokenAPIView):
     """``POST``: trade a username and password for a new token (for CLIs), rate-limited."""
 
-    parser_classes = API_PARSERS
     authentication_classes: list[type[BaseAuthentication]] = []  # credentials are in the body
     permission_classes = [AllowAny]
 
@@ -282,21 +251,14 @@ class PasswordExchangeView(APIView):
         data = dict(serializer.validated_data)
         username, password = data.pop("username"), data.pop("password")
         days = data.pop("expires_in_days", None)
-        try:
-            issued = services.exchange_password(
-                request,
-                username,
-                password,
-                ip=client_ip(request),
-                expires_in=timedelta(days=days) if days else None,
-                **data,
-            )
-        except services.TooManyAttempts as limited:
-            raise exceptions.Throttled(wait=limited.retry_after) from None
-        except services.RateLimiterUnavailable:
-            raise ServiceUnavailable from None
-        except ServiceError as error:
-            raise service_error(error) from None
+        issued = services.exchange_password(
+            request,
+            username,
+            password,
+            ip=client_ip(request),
+            expires_in=timedelta(days=days) if days else None,
+            **data,
+        )
         if issued is None:
             raise exceptions.ValidationError({"detail": _("Invalid username or password.")})
         return issued_response(issued, status.HTTP_201_CREATED)

@@ -1,4 +1,4 @@
-"""What the token commands share: one-line errors and user look-up."""
+"""What the token commands share: one-line errors, the one translation of refusals, user look-up."""
 
 import argparse
 import json
@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tokens_app.models import APIToken
+from tokens_app.services import NotPermitted
 
 
 def _error_without_usage(parser: argparse.ArgumentParser, message: str) -> NoReturn:
@@ -17,7 +18,22 @@ def _error_without_usage(parser: argparse.ArgumentParser, message: str) -> NoRet
 
 
 class TokenCommand(BaseCommand):
-    """Base for the token commands: errors are a single line on stderr."""
+    """Base for the token commands: errors are a single line on stderr.
+
+    A service's refusal raised anywhere in ``handle`` becomes that line here, once
+    (:func:`refusal_message`), so the commands call services without a ``try``.
+    """
+
+    #: Service fields that are this command's options: their errors name the option and value.
+    option_fields: frozenset[str] = frozenset()
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            return super().execute(*args, **options)
+        except ValidationError as refusal:
+            raise CommandError(refusal_message(refusal, options, self.option_fields)) from None
+        except NotPermitted as refusal:
+            raise CommandError(str(refusal.message)) from None
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -34,17 +50,34 @@ class TokenCommand(BaseCommand):
             raise CommandError(f"user {username!r} does not exist") from None
 
 
-def validation_message(error: ValidationError) -> str:
-    """Flatten a service ``ValidationError`` into one line for stderr."""
+def refusal_message(
+    error: ValidationError, options: dict[str, Any], option_fields: frozenset[str]
+) -> str:
+    """Flatten a service ``ValidationError`` into one line for stderr.
+
+    A field that is one of *option_fields* reads ``invalid --the-option 'value': why``;
+    another field ``field: why``; a refusal of no field only ``why``.
+    """
     if hasattr(error, "error_dict"):
-        parts = [
-            f"{field}: {message}" if field != "__all__" else str(message)
-            for field, messages in error.message_dict.items()
-            for message in messages
-        ]
+        by_field = list(error.message_dict.items())
     else:
-        parts = [str(message) for message in error.messages]
+        by_field = [("", error.messages)]
+    parts = [
+        _describe(field, str(message), options, option_fields)
+        for field, messages in by_field
+        for message in messages
+    ]
     return " ".join(parts).replace("\n", " ")
+
+
+def _describe(
+    field: str, message: str, options: dict[str, Any], option_fields: frozenset[str]
+) -> str:
+    if field in option_fields:
+        return f"invalid --{field.replace('_', '-')} {options[field]!r}: {message}"
+    if field in ("", "__all__"):
+        return message
+    return f"{field}: {message}"
 
 
 def token_as_dict(token: APIToken) -> dict[str, Any]:

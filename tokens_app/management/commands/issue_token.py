@@ -4,13 +4,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from tokens_app import services
 from tokens_app.core.durations import parse_duration
-from tokens_app.management.base import TokenCommand, dumps, token_as_dict, validation_message
+from tokens_app.management.base import TokenCommand, dumps, token_as_dict
 
 T = TypeVar("T")
 
@@ -97,21 +96,18 @@ class Command(TokenCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = self.get_user(options["username"])
-        try:
-            issued = services.issue_token(
-                owner,
-                name=options["name"],
-                scopes=_scope_list(options["scopes"]),
-                description=options["description"],
-                expires_in=_optional(_duration, options["expires_in"]),
-                expires_at=_optional(_moment, options["expires_at"]),
-                never_expires=options["no_expiry"],
-                allowed_ips=_networks(options["allow_ip"]),
-                rate_limit=_non_empty("--rate", options["rate"]),
-                via="command",
-            )
-        except ValidationError as exc:
-            raise CommandError(validation_message(exc)) from None
+        issued = services.issue_token(
+            owner,
+            name=options["name"],
+            scopes=_scope_list(options["scopes"]),
+            description=options["description"],
+            expires_in=_optional(_duration, options["expires_in"]),
+            expires_at=_optional(_moment, options["expires_at"]),
+            never_expires=options["no_expiry"],
+            allowed_ips=_networks(options["allow_ip"]),
+            rate_limit=_non_empty("--rate", options["rate"]),
+            via="command",
+        )
         if options["json"]:
             self.stdout.write(dumps({"token": issued.plaintext, **token_as_dict(issued.token)}))
         else:

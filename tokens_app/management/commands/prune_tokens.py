@@ -4,7 +4,6 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
 
 from tokens_app import services
@@ -73,6 +72,7 @@ class Command(TokenCommand):
         "(default 90d), in batches of --batch-size. Their audit events are kept, with "
         "the token's key id, so the history stays readable. --dry-run only counts."
     )
+    option_fields = frozenset({"older_than", "batch_size"})
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -102,14 +102,6 @@ class Command(TokenCommand):
                 batch_size=_batch_size(options["batch_size"]),
                 progress=progress,
             )
-        except ValidationError as exc:
-            raise CommandError(
-                " ".join(
-                    f"invalid --{field.replace('_', '-')} {options[field]!r}: {message}"
-                    for field, messages in exc.message_dict.items()
-                    for message in messages
-                )
-            ) from None
         finally:
             if progress is not None:
                 progress.close()

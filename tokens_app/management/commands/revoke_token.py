@@ -2,11 +2,10 @@
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
 from tokens_app import services
-from tokens_app.management.base import TokenCommand, validation_message
+from tokens_app.management.base import TokenCommand
 
 
 class Command(TokenCommand):
@@ -37,13 +36,10 @@ class Command(TokenCommand):
             raise CommandError("give either KEY_ID_OR_TOKEN or --user USERNAME --all, not both")
         if reference is None and (username is None or not every):
             raise CommandError("give KEY_ID_OR_TOKEN, or --user USERNAME --all")
-        try:
-            if reference is None:
-                self.revoke_all(username, options["reason"])
-            else:
-                self.revoke_one(reference, options["reason"])
-        except ValidationError as exc:
-            raise CommandError(validation_message(exc)) from None
+        if reference is None:
+            self.revoke_all(username, options["reason"])
+        else:
+            self.revoke_one(reference, options["reason"])
 
     def revoke_one(self, reference: str, reason: str) -> None:
         try:
