@@ -1,7 +1,9 @@
 """``APIToken`` and its audit trail ``TokenEvent``.
 
-The secret is never stored: only its hash. ``is_usable()`` and
-``APIToken.objects.usable()`` are the one validity rule; everything else asks them.
+The secret is never stored: only its hash. Whether a token authenticates is one rule
+in two forms, kept equal by test: ``APIToken.status()`` for a loaded token and
+:func:`status_conditions` (``APIToken.objects.with_status()``, ``usable()``) for a
+query; everything else asks them.
 """
 
 from datetime import datetime
@@ -39,30 +41,45 @@ def token_database() -> str:
     return router.db_for_write(APIToken)
 
 
+def status_conditions(now: datetime) -> dict[TokenStatus, Q]:
+    """The one validity rule, as the condition a token row meets in each status at *now*.
+
+    A token is revoked, else expired (its expiry is not after *now*), else refused for
+    its owner's inactivity, else active. ``APIToken.status()`` decides the same for one
+    loaded token, in the same order; ``tests/tokens/test_models.py`` holds them equal.
+    """
+    revoked = Q(revoked_at__isnull=False)
+    expired = Q(revoked_at__isnull=True, expires_at__lte=now)
+    live = Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    if not _owner_can_be_inactive():
+        return {
+            TokenStatus.REVOKED: revoked,
+            TokenStatus.EXPIRED: expired,
+            TokenStatus.OWNER_INACTIVE: Q(pk__in=[]),
+            TokenStatus.ACTIVE: live,
+        }
+    return {
+        TokenStatus.REVOKED: revoked,
+        TokenStatus.EXPIRED: expired,
+        TokenStatus.OWNER_INACTIVE: live & Q(owner__is_active=False),
+        TokenStatus.ACTIVE: live & Q(owner__is_active=True),
+    }
+
+
 class APITokenQuerySet(models.QuerySet["APIToken"]):
     def unrevoked(self) -> "APITokenQuerySet":
         """Tokens nobody revoked (active, expired or with an inactive owner)."""
         return self.filter(revoked_at__isnull=True)
 
-    def usable(self, now: datetime | None = None) -> "APITokenQuerySet":
-        """Tokens that authenticate right now: the queryset twin of ``is_usable``."""
-        now = now or clock.now()
-        usable = self.unrevoked().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        return usable.filter(owner__is_active=True) if _owner_can_be_inactive() else usable
-
     def with_status(self, status: str, now: datetime | None = None) -> "APITokenQuerySet":
-        """Tokens in *status* (a ``TokenStatus`` value): the queryset twin of ``status()``."""
-        now = now or clock.now()
-        usable = APIToken.objects.usable(now).values("pk")
-        if status == TokenStatus.ACTIVE:
-            return self.filter(pk__in=usable)
-        if status == TokenStatus.EXPIRED:
-            return self.unrevoked().filter(expires_at__lte=now)
-        if status == TokenStatus.REVOKED:
-            return self.filter(revoked_at__isnull=False)
-        if status == TokenStatus.OWNER_INACTIVE:
-            return self.unrevoked().exclude(pk__in=usable).exclude(expires_at__lte=now)
-        return self.none()
+        """Tokens in *status* (a ``TokenStatus`` value) at *now*; none for an unknown value."""
+        if status not in TokenStatus.values:
+            return self.none()
+        return self.filter(status_conditions(now or clock.now())[TokenStatus(status)])
+
+    def usable(self, now: datetime | None = None) -> "APITokenQuerySet":
+        """Tokens that authenticate right now: ``with_status(ACTIVE)``."""
+        return self.with_status(TokenStatus.ACTIVE, now)
 
     def for_owner(self, owner: Any) -> "APITokenQuerySet":
         return self.filter(owner=owner)
@@ -183,7 +200,7 @@ class APIToken(models.Model):
         return f"{self.name} ({self.key_id})"
 
     def status(self, now: datetime | None = None) -> TokenStatus:
-        """Return why this token does or does not authenticate; the one validity rule."""
+        """Return why this token does or does not authenticate, in ``status_conditions``'s order."""
         now = now or clock.now()
         if self.revoked_at is not None:
             return TokenStatus.REVOKED
@@ -194,7 +211,7 @@ class APIToken(models.Model):
         return TokenStatus.ACTIVE
 
     def is_usable(self, now: datetime | None = None) -> bool:
-        """Return whether this token authenticates right now."""
+        """Return whether this token authenticates right now: ``status()`` is active."""
         return self.status(now) is TokenStatus.ACTIVE
 
     @cached_property

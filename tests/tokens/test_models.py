@@ -1,4 +1,4 @@
-"""The one validity rule: ``is_usable()`` and ``usable()`` always agree."""
+"""The one validity rule: ``status()`` and ``with_status()`` (and so ``usable()``) always agree."""
 
 from datetime import timedelta
 
@@ -30,6 +30,14 @@ def test_status_and_queryset_agree_for_every_state(alice, bob, issue, clock):
     }
     usable = set(APIToken.objects.usable().values_list("pk", flat=True))
     assert usable == {token.pk for token in tokens if token.is_usable()} == {active.pk}
+    for status in TokenStatus:
+        selected = set(APIToken.objects.with_status(status).values_list("pk", flat=True))
+        assert selected == {pk for pk, held in statuses.items() if held is status}, status
+
+
+def test_an_unknown_status_selects_nothing(alice, issue):
+    issue(alice)
+    assert not APIToken.objects.with_status("dormant").exists()
 
 
 def test_expiry_boundary_is_exclusive(alice, issue, clock):
