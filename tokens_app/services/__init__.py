@@ -32,13 +32,7 @@ from tokens_app.services.credentials import (
 )
 from tokens_app.services.errors import NotPermitted
 from tokens_app.services.exchange import exchange_password
-from tokens_app.services.issuing import (
-    IssuedToken,
-    issue_token,
-    plan_token_update,
-    rotate_token,
-    update_token,
-)
+from tokens_app.services.issuing import IssuedToken, issue_token
 from tokens_app.services.jwts import MintedJWT, introspect, mint_jwt
 from tokens_app.services.leaks import Finding, revoke_leaked, scan_lines, scan_sources
 from tokens_app.services.maintenance import PruneResult, prune_tokens
@@ -55,6 +49,8 @@ from tokens_app.services.revoking import (
     revoke_token,
     revoke_tokens,
 )
+from tokens_app.services.rotation import rotate_token
+from tokens_app.services.updating import plan_token_update, update_token
 
 __all__ = [
     "MANAGE_ALL_PERMISSION",

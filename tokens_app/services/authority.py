@@ -1,14 +1,16 @@
-"""The one authority rule: what a credential may do to a token, and what it may obtain.
+"""The one authority rule: what a credential may do to a token, and what a token may keep.
 
 Every path that creates, changes, rotates, revokes or derives a credential asks here
-(``services.issuing`` for tokens, ``tokens_app.jwt.access_tokens`` for JWTs); adapters (API
-views, admin, commands) only say who is asking. Two questions, two functions:
+(``services.issuing``, ``services.rotation`` and ``services.updating`` for tokens,
+``services.jwts`` for JWTs); adapters (API views, admin, commands) only say who is
+asking. Two questions, two places:
 
-- :func:`authorize`: may this credential do this action (to this token, for this owner)?
-- :func:`derive` and :func:`covers`: the *result check*. Whatever an action hands
-  out (a new token, a rotated token's secret, a JWT) stays within the credential that
-  asked, in scopes, expiry, networks and rate, and, through lineage, transitively up
-  to the owner.
+- :func:`authorize` (here): may this credential do this action (to this token, for this owner)?
+- the *result check*: whatever an action hands out (a new token, a rotated token's
+  secret, a JWT) stays within the credential that asked, in scopes, expiry, networks
+  and rate, and, through lineage, transitively up to the owner. :func:`covers` (here)
+  judges an existing token, ``services.grants`` (``derive``, ``within_parent``) what is
+  asked for, and :func:`clamp_child` (here) keeps descendants within a narrowed parent.
 
 The credentials, strongest first:
 
@@ -42,13 +44,11 @@ from django.utils.translation import gettext_lazy as _
 from tokens_app.conf import parse_rate, token_settings
 from tokens_app.core import limits, scopes
 from tokens_app.models import APIToken
-from tokens_app.services.access import can_manage_all, may_issue_for
+from tokens_app.services.access import may_issue_for
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
 from tokens_app.services.errors import NotPermitted as NotPermitted  # raised here, re-exported
 
 MAX_LINEAGE_DEPTH = limits.MAX_LINEAGE_DEPTH
-
-Errors = dict[str, list[Any]]
 
 
 class Kind(StrEnum):
@@ -229,6 +229,11 @@ def _networks_within(inner: Iterable[str], outer: Sequence[str]) -> bool:
     )
 
 
+def _per_second(rate: str) -> float:
+    count, seconds = parse_rate(rate) or (0, 1)
+    return count / seconds
+
+
 def covers(credential: Credential, target: APIToken) -> bool:
     """Whether *target* can do no more than *credential*: the result check of a rotation.
 
@@ -256,183 +261,6 @@ def covers(credential: Credential, target: APIToken) -> bool:
     if bounds.networks and not _networks_within(target.allowed_ips, bounds.networks):
         return False
     return set(bounds.budgets) <= set(token_budgets(target))
-
-
-# --- what may it obtain? -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Grant:
-    """The limits asked for a new token (or asked to change), after syntax checks."""
-
-    scopes: list[str] | None = None
-    networks: list[str] | None = None
-    rate: str | None = None
-    expires_at: datetime | None = None
-    #: Whether *expires_at* was asked for (else it is the configured default).
-    explicit_expiry: bool = True
-
-
-def rate_ceiling(credential: Credential, bounds: Bounds) -> str | None:
-    """The loosest rate *credential* may give a token (``None``: any).
-
-    A token made or changed by a token is never looser than that token's rate. Apart
-    from that, whoever manages every token (and code or a command) may set any rate;
-    owners may only tighten ``DEFAULT_TOKEN_RATE``.
-    """
-    if bounds.rate:
-        return bounds.rate
-    if credential.kind is Kind.OPERATOR or can_manage_all(credential.user):
-        return None
-    return token_settings().default_token_rate
-
-
-def _per_second(rate: str) -> float:
-    count, seconds = parse_rate(rate) or (0, 1)
-    return count / seconds
-
-
-_BEYOND_CALLER = _("A token cannot grant scopes it does not hold: %(scopes)s.")
-_BEYOND_PARENT = _("A token cannot hold scopes its parent token does not: %(scopes)s.")
-
-
-def _bound_scopes(
-    names: list[str], bounds: Bounds, errors: Errors, message: Any = _BEYOND_CALLER
-) -> list[str]:
-    beyond = [n for n in names if bounds.scopes is not None and n not in bounds.scopes]
-    if beyond:
-        errors.setdefault("scopes", []).append(message % {"scopes": ", ".join(beyond)})
-    return names
-
-
-_OUTSIDE_PARENT = _("A token cannot allow networks its parent token does not: %(networks)s.")
-_OUTSIDE_CALLER = _(
-    "The token making this change cannot allow networks it is not allowed itself: %(networks)s."
-)
-
-
-def _bound_networks(
-    networks: list[str], bounds: Bounds, errors: Errors, message: Any = _OUTSIDE_PARENT
-) -> list[str]:
-    if not bounds.networks:
-        return networks
-    if not networks:
-        return list(bounds.networks)  # inherited: a restricted token cannot mint an open one
-    outside = [net for net in networks if not _networks_within([net], bounds.networks)]
-    if outside:
-        errors.setdefault("allowed_ips", []).append(
-            message % {"networks": ", ".join(sorted(outside))}
-        )
-        return []
-    return networks
-
-
-def _bound_rate(rate: str, credential: Credential, bounds: Bounds, errors: Errors) -> str:
-    ceiling = rate_ceiling(credential, bounds)
-    if ceiling is None:
-        return rate
-    if rate == "" and bounds.rate:
-        return ceiling  # inherited from the parent token, like its networks
-    effective = rate or token_settings().default_token_rate or ceiling
-    if _per_second(effective) > _per_second(ceiling):
-        errors.setdefault("rate_limit", []).append(
-            _("The rate may be at most %(max)s.") % {"max": ceiling}
-        )
-        return ""
-    return rate
-
-
-def _bound_expiry(grant: Grant, bounds: Bounds, errors: Errors) -> datetime | None:
-    limit = bounds.expires_at
-    if limit is None or (grant.expires_at is not None and grant.expires_at <= limit):
-        return grant.expires_at
-    if grant.explicit_expiry:
-        errors.setdefault("expires_at", []).append(
-            _("A token cannot outlive the token that creates it.")
-        )
-        return None
-    return limit  # by default a derived token ends with the credential that made it
-
-
-def derive(credential: Credential, grant: Grant, errors: Errors, *, creating: bool) -> Grant:
-    """Return *grant* held within *credential*: inherited limits filled in, excess refused.
-
-    The result check of creating (*creating*) and changing a token: a limit the
-    credential has (its scopes, expiry, networks, rate) is inherited when not asked for
-    and refused when exceeded; errors are collected by field, as validation's are.
-    Fields left ``None`` in *grant* (not being changed) are left alone; a change never
-    touches the expiry.
-    """
-    bounds = bounds_of(credential)
-    if creating and len(bounds.ancestry) > MAX_LINEAGE_DEPTH:
-        errors.setdefault("__all__", []).append(
-            _("Tokens can create tokens at most %(max)d generations deep.")
-            % {"max": MAX_LINEAGE_DEPTH}
-        )
-    return Grant(
-        scopes=None if grant.scopes is None else _bound_scopes(grant.scopes, bounds, errors),
-        networks=None
-        if grant.networks is None
-        else _bound_networks(
-            grant.networks, bounds, errors, _OUTSIDE_PARENT if creating else _OUTSIDE_CALLER
-        ),
-        rate=None if grant.rate is None else _bound_rate(grant.rate, credential, bounds, errors),
-        expires_at=_bound_expiry(grant, bounds, errors) if creating else None,
-        explicit_expiry=grant.explicit_expiry,
-    )
-
-
-def within_parent(target: APIToken, grant: Grant, errors: Errors) -> Grant:
-    """Return the change *grant* held within *target*'s parent, whoever asks for it.
-
-    The result check of a change, next to :func:`derive`'s bound by the caller: a token
-    derived from another never does more than it, so a session, a manager in the admin
-    or a command may narrow a child but not take it beyond its parent (its holder, the
-    parent's, would then reach what the parent cannot). Networks left empty inherit the
-    parent's, as at creation.
-    """
-    parent = target.parent
-    if parent is None:
-        return grant
-    as_parent = Credential(Kind.TOKEN, parent.owner, parent)
-    bounds = bounds_of(as_parent)
-    rate = grant.rate
-    if rate is not None and bounds.rate:  # no rate of its own: nothing to stay within
-        rate = _bound_rate(rate, as_parent, bounds, errors)
-    return Grant(
-        scopes=None
-        if grant.scopes is None
-        else _bound_scopes(grant.scopes, bounds, errors, _BEYOND_PARENT),
-        networks=None
-        if grant.networks is None
-        else _bound_networks(grant.networks, bounds, errors),
-        rate=rate,
-        expires_at=grant.expires_at,
-        explicit_expiry=grant.explicit_expiry,
-    )
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """Where a token *credential* creates comes from: its parent, ``ancestry`` and grace."""
-
-    parent: APIToken | None = None
-    ancestry: list[list[str]] = field(default_factory=list)
-    #: For a token made by a ``GRACE`` secret: that secret's version (it ends with it).
-    grace_of_version: int | None = None
-
-
-def lineage_of(credential: Credential) -> Lineage:
-    """The lineage of a token *credential* creates (none for people)."""
-    if credential.token is None:
-        return Lineage()
-    return Lineage(
-        parent=credential.token,
-        ancestry=[list(entry) for entry in bounds_of(credential).ancestry],
-        grace_of_version=presented_secret_version(credential)
-        if credential.kind is Kind.GRACE
-        else None,
-    )
 
 
 # --- keeping descendants within their parents ---------------------------------------------
