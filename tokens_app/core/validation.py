@@ -205,7 +205,7 @@ def clean_allowed_ips(value: Any, errors: Errors) -> list[str]:
 def clean_rate_limit(value: Any, errors: Errors) -> str:
     """Return the token's own rate (``""``: the default applies) for *value*; syntax only.
 
-    Who may set how loose a rate is ``services.authority.rate_ceiling``.
+    Who may set how loose a rate is ``services.grants.rate_ceiling``.
     """
     text = value.strip() if isinstance(value, str) else value
     if text in ("", None):
