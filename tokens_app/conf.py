@@ -10,7 +10,6 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,11 +22,9 @@ from django.dispatch import receiver
 
 from tokens_app.core import tokenstring
 from tokens_app.core.durations import parse_duration
+from tokens_app.core.rates import parse_rate
 
 HASHERS = ("hmac-sha256", "argon2")
-#: django-ratelimit's rate syntax: a count, then a period such as ``15m`` or ``h``.
-RATE_PATTERN = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,5})?([smhd])")
-_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_HASH_KEY_LENGTH = 32
 
@@ -192,19 +189,6 @@ def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: 
     except ValueError as exc:
         problems.append(f"{name}: {exc}")
         return None
-
-
-def parse_rate(rate: Any) -> tuple[int, int] | None:
-    """Return ``(count, seconds)`` for a django-ratelimit rate such as ``1000/h``, else ``None``.
-
-    The one reading of the rate syntax: settings, token fields and the limiter agree on it.
-    A zero count or period is refused (django-ratelimit would divide by it).
-    """
-    match = RATE_PATTERN.fullmatch(rate) if isinstance(rate, str) else None
-    if match is None:
-        return None
-    count, multiple, unit = match.groups()
-    return int(count), int(multiple or 1) * _PERIOD_SECONDS[unit]
 
 
 def _derive_hash_key(secret_key: str) -> bytes:
