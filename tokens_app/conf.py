@@ -7,8 +7,6 @@ every object derived from it (scope registry, hashers).
 """
 
 import functools
-import hashlib
-import hmac
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -191,20 +189,6 @@ def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: 
         return None
 
 
-def _derive_hash_key(secret_key: str) -> bytes:
-    # Domain-separated, so the hash key is never SECRET_KEY itself.
-    return hmac.new(secret_key.encode(), b"tokens_app.hash-key.v1", hashlib.sha256).digest()
-
-
-def _derived_keys(configured: Any) -> list[bytes]:
-    # Keys derived from SECRET_KEY_FALLBACKS (and from SECRET_KEY once an explicit
-    # HASH_KEY is set) keep verifying, so rotating either never strands a token;
-    # verify_and_update moves each hash to the current key on its next use.
-    secrets = [] if configured is None else [getattr(settings, "SECRET_KEY", "")]
-    secrets += list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
-    return [_derive_hash_key(str(secret)) for secret in secrets if secret]
-
-
 def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, tuple[bytes, ...]]:
     configured = raw["HASH_KEY"]
     old = raw["OLD_HASH_KEYS"]
@@ -217,10 +201,13 @@ def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, t
             f"{MIN_HASH_KEY_LENGTH} characters"
         )
         return b"", configured is None, ()
-    old_keys = tuple(str(key).encode() for key in old) + tuple(_derived_keys(configured))
-    if configured is None:
-        return _derive_hash_key(str(getattr(settings, "SECRET_KEY", ""))), True, old_keys
-    return str(configured).encode(), False, old_keys
+    # Imported here: core.hashing imports this module (its caches) at import time.
+    from tokens_app.core.hashing import hmac_keys
+
+    secret_key = str(getattr(settings, "SECRET_KEY", ""))
+    fallbacks = [str(key) for key in getattr(settings, "SECRET_KEY_FALLBACKS", []) if key]
+    key, old_keys = hmac_keys(configured, old, secret_key, fallbacks)
+    return key, configured is None, old_keys
 
 
 def _networks(value: Any, problems: list[str]) -> tuple[IPNetwork, ...]:
