@@ -417,3 +417,15 @@ def test_token_lookup_is_prepared_or_orm():
     assert conf.load({"TOKEN_LOOKUP": "orm"}).token_lookup == "orm"
     with pytest.raises(ImproperlyConfigured, match="TOKEN_LOOKUP must be one of prepared, orm"):
         conf.load({"TOKEN_LOOKUP": "raw"})
+
+
+def test_defaults_name_every_setting_once():
+    # One declaration per key: DEFAULTS and the unknown-key check follow from it.
+    assert list(conf.DEFAULTS) == list(conf.SETTINGS)
+    assert _problem({"NOT_A_SETTING": 1}) == "API_TOKENS: unknown key 'NOT_A_SETTING'."
+
+
+def test_a_problem_two_settings_share_is_listed_once():
+    message = _problem({"HASH_KEY": "short", "OLD_HASH_KEYS": ["short"]})
+    assert message.count("HASH_KEY and OLD_HASH_KEYS entries") == 1
+    assert ";" not in message
