@@ -1,5 +1,9 @@
 """One settings object over ``settings.API_TOKENS``: defaults, validation, lazy reload.
 
+Each key of ``API_TOKENS`` is declared once, in :data:`SETTINGS`: its name, its default
+and its parser. :data:`DEFAULTS`, the unknown-key check and the building of
+:class:`TokenSettings` follow from that table.
+
 Nothing reads ``API_TOKENS`` at import time: :func:`token_settings` resolves it
 on first use and Django's ``setting_changed`` signal (sent by ``override_settings``
 and pytest-django's ``settings`` fixture) drops the cached copy, together with
@@ -7,14 +11,11 @@ every object derived from it (scope registry, hashers).
 """
 
 import functools
-import hashlib
-import hmac
 import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -23,44 +24,10 @@ from django.dispatch import receiver
 
 from tokens_app.core import tokenstring
 from tokens_app.core.durations import parse_duration
+from tokens_app.core.rates import parse_rate
 
 HASHERS = ("hmac-sha256", "argon2")
-#: django-ratelimit's rate syntax: a count, then a period such as ``15m`` or ``h``.
-RATE_PATTERN = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,5})?([smhd])")
-_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-MIN_HASH_KEY_LENGTH = 32
-
-DEFAULTS: dict[str, Any] = {
-    "TOKEN_PREFIX": "tka",
-    "SCOPES": {},
-    "DEFAULT_LIFETIME": "30d",
-    "MAX_LIFETIME": "365d",
-    "ALLOW_NON_EXPIRING": False,
-    "MAX_ACTIVE_TOKENS_PER_USER": 50,
-    "LAST_USED_INTERVAL": "5m",
-    "MAX_ROTATION_GRACE": "1d",
-    "PASSWORD_EXCHANGE_RATE": "5/15m",
-    "DEFAULT_TOKEN_RATE": None,
-    "TRUSTED_PROXIES": [],
-    "HASHER": "hmac-sha256",
-    "HASH_KEY": None,
-    "OLD_HASH_KEYS": [],
-    "ARGON2_OPTIONS": {},
-    "ACCEPT_X_API_KEY": False,
-    "REALM": "api",
-    "PREPARED_STATEMENTS": True,
-    "TOKEN_LOOKUP": "prepared",
-    "JWT_ALGORITHM": "HS256",
-    "JWT_SIGNING_KEY": None,
-    "JWT_VERIFICATION_KEYS": [],
-    "JWT_ISSUER": "tokens_app",
-    "JWT_AUDIENCES": ["api"],
-    "JWT_LIFETIME": "5m",
-    "JWT_LEEWAY_SECONDS": 10,
-    "JWT_LOAD_USER": False,
-    "JWT_DENY_LIST_CACHE": "default",
-}
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 #: How the request path reads a token: its own prepared statement, or the ORM's query.
 PREPARED_LOOKUP, ORM_LOOKUP = "prepared", "orm"
@@ -68,6 +35,8 @@ TOKEN_LOOKUPS = (PREPARED_LOOKUP, ORM_LOOKUP)
 MIN_JWT_SECRET_LENGTH = 32
 MAX_JWT_LIFETIME = timedelta(hours=1)
 MAX_JWT_LEEWAY_SECONDS = 300
+#: The shortest ``HASH_KEY`` or ``OLD_HASH_KEYS`` entry accepted (a derived key has 32 bytes).
+MIN_HASH_KEY_LENGTH = 32
 _ARGON2_OPTIONS = {"time_cost", "memory_cost", "parallelism", "hash_len", "salt_len"}
 
 
@@ -119,160 +88,211 @@ class JWTSettings:
     deny_list_cache: str
 
 
-def _jwt_settings(raw: dict[str, Any], problems: list[str]) -> JWTSettings:
-    algorithm = raw["JWT_ALGORITHM"]
-    if algorithm not in JWT_ALGORITHMS:
-        problems.append(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
-    signing_key = raw["JWT_SIGNING_KEY"]
-    if signing_key is not None and not (isinstance(signing_key, str) and signing_key.strip()):
-        problems.append("JWT_SIGNING_KEY must be a string (a secret, or a PEM private key)")
-    if algorithm != "HS256" and not signing_key:
-        problems.append(f"JWT_ALGORITHM {algorithm} needs JWT_SIGNING_KEY (a PEM private key)")
-    short = isinstance(signing_key, str) and len(signing_key) < MIN_JWT_SECRET_LENGTH
-    if algorithm == "HS256" and short:
-        problems.append(
+#: Returns the value of setting *name* for ``TokenSettings``, or raises ``ValueError``
+#: with the problem, in words for the operator (as ``parse_duration`` does).
+Parser = Callable[[Any, str], Any]
+
+
+def _must(valid: Callable[[Any], object], problem: str, convert: Any = None) -> Parser:
+    """Return a parser that raises *problem* unless ``valid(value)``; *convert* shapes the rest."""
+
+    def parse(value: Any, name: str) -> Any:
+        if not valid(value):
+            raise ValueError(problem)
+        return value if convert is None else convert(value)
+
+    return parse
+
+
+def _one_of(choices: tuple[str, ...]) -> Parser:
+    def parse(value: Any, name: str) -> Any:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False")
+    return value
+
+
+def _duration(value: Any, name: str) -> timedelta:
+    if not isinstance(value, timedelta):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    if value <= timedelta(0):
+        raise ValueError(f"{name} must be a positive duration")
+    return value
+
+
+def _duration_or_none(value: Any, name: str) -> timedelta | None:
+    return None if value is None else _duration(value, name)
+
+
+def _jwt_lifetime(value: Any, name: str) -> timedelta:
+    lifetime = _duration(value, name)
+    if lifetime > MAX_JWT_LIFETIME:
+        raise ValueError("JWT_LIFETIME must be at most 1h (JWTs cannot be revoked one by one)")
+    return lifetime
+
+
+def _networks(value: Any, name: str) -> tuple[IPNetwork, ...]:
+    try:
+        if isinstance(value, list | tuple):
+            return tuple(ipaddress.ip_network(item, strict=False) for item in value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError("TRUSTED_PROXIES must be a list of IP addresses or CIDR networks")
+
+
+def _printable(value: Any) -> bool:
+    return isinstance(value, str) and value != "" and value.isprintable()
+
+
+def _long_keys(keys: Any) -> bool:
+    return all(isinstance(key, str) and len(key) >= MIN_HASH_KEY_LENGTH for key in keys)
+
+
+_prefix = _must(
+    lambda prefix: isinstance(prefix, str) and tokenstring.PREFIX_PATTERN.fullmatch(prefix),
+    "TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter",
+)
+_scopes = _must(
+    lambda scopes: isinstance(scopes, Mapping), "SCOPES must be a dict of scope name to description"
+)
+_password_exchange_rate = _must(
+    lambda rate: parse_rate(rate) is not None,
+    "PASSWORD_EXCHANGE_RATE must look like '5/15m' (count/[n]s|m|h|d)",
+)
+_default_token_rate = _must(
+    lambda rate: rate is None or parse_rate(rate) is not None,
+    "DEFAULT_TOKEN_RATE must be None or look like '1000/h' (count/[n]s|m|h|d)",
+)
+_max_active_tokens = _must(
+    lambda count: count is None or (type(count) is int and count > 0),
+    "MAX_ACTIVE_TOKENS_PER_USER must be a positive integer or None",
+)
+_argon2_options = _must(
+    lambda options: (
+        isinstance(options, Mapping)
+        and all(key in _ARGON2_OPTIONS and type(n) is int and n > 0 for key, n in options.items())
+    ),
+    f"ARGON2_OPTIONS must map some of {', '.join(sorted(_ARGON2_OPTIONS))} to positive integers",
+    convert=dict,
+)
+#: One problem for the two settings (``load`` lists it once); ``_assemble`` derives the keys.
+_HASH_KEYS_PROBLEM = (
+    f"HASH_KEY and OLD_HASH_KEYS entries must be strings of at least "
+    f"{MIN_HASH_KEY_LENGTH} characters"
+)
+_hash_key = _must(lambda key: key is None or _long_keys([key]), _HASH_KEYS_PROBLEM)
+_old_hash_keys = _must(
+    lambda keys: isinstance(keys, list | tuple) and _long_keys(keys), _HASH_KEYS_PROBLEM, tuple
+)
+_realm = _must(
+    lambda realm: _printable(realm) and '"' not in realm,
+    "REALM must be a non-empty printable string without quotes",
+)
+_signing_key = _must(
+    lambda key: key is None or (isinstance(key, str) and key.strip()),
+    "JWT_SIGNING_KEY must be a string (a secret, or a PEM private key)",
+)
+_verification_keys = _must(
+    lambda keys: isinstance(keys, list | tuple) and all(isinstance(k, str) and k for k in keys),
+    "JWT_VERIFICATION_KEYS must be a list of keys (secrets or PEM)",
+    convert=tuple,
+)
+_issuer = _must(_printable, "JWT_ISSUER must be a non-empty printable string")
+_audiences = _must(
+    lambda audiences: (
+        isinstance(audiences, list | tuple)
+        and bool(audiences)
+        and all(_printable(audience) and " " not in audience for audience in audiences)
+    ),
+    "JWT_AUDIENCES must be a non-empty list of audience names",
+    convert=tuple,
+)
+_leeway_seconds = _must(
+    lambda leeway: type(leeway) is int and 0 <= leeway <= MAX_JWT_LEEWAY_SECONDS,
+    f"JWT_LEEWAY_SECONDS must be a whole number from 0 to {MAX_JWT_LEEWAY_SECONDS}",
+)
+_deny_list_cache = _must(
+    lambda alias: isinstance(alias, str) and alias != "",
+    "JWT_DENY_LIST_CACHE must name a cache alias",
+)
+
+
+class Setting(NamedTuple):
+    """One key of ``API_TOKENS``: its default, its parser, the attribute it fills."""
+
+    default: Any
+    parse: Parser
+    #: Its ``TokenSettings`` attribute; for ``JWT_*`` keys, its ``JWTSettings`` one.
+    attribute: str
+
+
+#: Every key of ``API_TOKENS``, in the order they are checked (and their problems listed).
+#: Rules between settings are in ``_conflicts``.
+SETTINGS: dict[str, Setting] = {
+    "TOKEN_PREFIX": Setting("tka", _prefix, "prefix"),
+    "SCOPES": Setting({}, _scopes, "scopes"),
+    "DEFAULT_LIFETIME": Setting("30d", _duration_or_none, "default_lifetime"),
+    "MAX_LIFETIME": Setting("365d", _duration_or_none, "max_lifetime"),
+    "LAST_USED_INTERVAL": Setting("5m", _duration, "last_used_interval"),
+    "MAX_ROTATION_GRACE": Setting("1d", _duration, "max_rotation_grace"),
+    "PASSWORD_EXCHANGE_RATE": Setting("5/15m", _password_exchange_rate, "password_exchange_rate"),
+    "DEFAULT_TOKEN_RATE": Setting(None, _default_token_rate, "default_token_rate"),
+    "TRUSTED_PROXIES": Setting([], _networks, "trusted_proxies"),
+    "ALLOW_NON_EXPIRING": Setting(False, _flag, "allow_non_expiring"),
+    "MAX_ACTIVE_TOKENS_PER_USER": Setting(50, _max_active_tokens, "max_active_tokens_per_user"),
+    "HASHER": Setting("hmac-sha256", _one_of(HASHERS), "hasher"),
+    "ARGON2_OPTIONS": Setting({}, _argon2_options, "argon2_options"),
+    "HASH_KEY": Setting(None, _hash_key, "hash_key"),
+    "OLD_HASH_KEYS": Setting([], _old_hash_keys, "old_hash_keys"),
+    "ACCEPT_X_API_KEY": Setting(False, _flag, "accept_x_api_key"),
+    "PREPARED_STATEMENTS": Setting(True, _flag, "prepared_statements"),
+    "TOKEN_LOOKUP": Setting(PREPARED_LOOKUP, _one_of(TOKEN_LOOKUPS), "token_lookup"),
+    "JWT_ALGORITHM": Setting("HS256", _one_of(JWT_ALGORITHMS), "algorithm"),
+    "JWT_SIGNING_KEY": Setting(None, _signing_key, "signing_key"),
+    "JWT_VERIFICATION_KEYS": Setting([], _verification_keys, "verification_keys"),
+    "JWT_ISSUER": Setting("tokens_app", _issuer, "issuer"),
+    "JWT_AUDIENCES": Setting(["api"], _audiences, "audiences"),
+    "JWT_LIFETIME": Setting("5m", _jwt_lifetime, "lifetime"),
+    "JWT_LEEWAY_SECONDS": Setting(10, _leeway_seconds, "leeway_seconds"),
+    "JWT_DENY_LIST_CACHE": Setting("default", _deny_list_cache, "deny_list_cache"),
+    "JWT_LOAD_USER": Setting(False, _flag, "load_user"),
+    "REALM": Setting("api", _realm, "realm"),
+}
+DEFAULTS: dict[str, Any] = {name: setting.default for name, setting in SETTINGS.items()}
+
+
+def _conflicts(raw: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """Return the problems between settings; *values* holds those that parsed."""
+    found = []
+    if raw["DEFAULT_LIFETIME"] is None and raw["ALLOW_NON_EXPIRING"] is not True:
+        found.append("DEFAULT_LIFETIME may be None only when ALLOW_NON_EXPIRING is True")
+    default, maximum = values.get("DEFAULT_LIFETIME"), values.get("MAX_LIFETIME")
+    if default and maximum and default > maximum:
+        found.append("DEFAULT_LIFETIME must not exceed MAX_LIFETIME")
+    algorithm, key = raw["JWT_ALGORITHM"], raw["JWT_SIGNING_KEY"]
+    if algorithm != "HS256" and not key:
+        found.append(f"JWT_ALGORITHM {algorithm} needs JWT_SIGNING_KEY (a PEM private key)")
+    if algorithm == "HS256" and isinstance(key, str) and len(key) < MIN_JWT_SECRET_LENGTH:
+        found.append(
             f"JWT_SIGNING_KEY for HS256 must have at least {MIN_JWT_SECRET_LENGTH} characters"
         )
-    extra = raw["JWT_VERIFICATION_KEYS"]
-    if not isinstance(extra, list | tuple) or not all(isinstance(k, str) and k for k in extra):
-        problems.append("JWT_VERIFICATION_KEYS must be a list of keys (secrets or PEM)")
-        extra = ()
-    elif algorithm == "HS256" and any(len(k) < MIN_JWT_SECRET_LENGTH for k in extra):
-        problems.append(
+    verification_keys = values.get("JWT_VERIFICATION_KEYS", ())
+    if algorithm == "HS256" and any(len(k) < MIN_JWT_SECRET_LENGTH for k in verification_keys):
+        found.append(
             f"JWT_VERIFICATION_KEYS for HS256 must have at least {MIN_JWT_SECRET_LENGTH} "
             "characters each"
         )
-    issuer = raw["JWT_ISSUER"]
-    if not isinstance(issuer, str) or not issuer or not issuer.isprintable():
-        problems.append("JWT_ISSUER must be a non-empty printable string")
-    audiences = raw["JWT_AUDIENCES"]
-    if (
-        not isinstance(audiences, list | tuple)
-        or not audiences
-        or not all(isinstance(a, str) and a and a.isprintable() and " " not in a for a in audiences)
-    ):
-        problems.append("JWT_AUDIENCES must be a non-empty list of audience names")
-        audiences = ("api",)
-    lifetime = _duration(raw, "JWT_LIFETIME", problems, optional=False)
-    if lifetime is not None and lifetime > MAX_JWT_LIFETIME:
-        problems.append("JWT_LIFETIME must be at most 1h (JWTs cannot be revoked one by one)")
-    leeway = raw["JWT_LEEWAY_SECONDS"]
-    if type(leeway) is not int or not 0 <= leeway <= MAX_JWT_LEEWAY_SECONDS:
-        problems.append(
-            f"JWT_LEEWAY_SECONDS must be a whole number from 0 to {MAX_JWT_LEEWAY_SECONDS}"
-        )
-        leeway = 0
-    cache = raw["JWT_DENY_LIST_CACHE"]
-    if not isinstance(cache, str) or not cache:
-        problems.append("JWT_DENY_LIST_CACHE must name a cache alias")
-    return JWTSettings(
-        algorithm=str(algorithm),
-        signing_key=signing_key if isinstance(signing_key, str) else None,
-        verification_keys=tuple(extra),
-        issuer=str(issuer),
-        audiences=tuple(audiences),
-        lifetime=lifetime or timedelta(minutes=5),
-        leeway_seconds=leeway,
-        load_user=_flag(raw, "JWT_LOAD_USER", problems),
-        deny_list_cache=str(cache),
-    )
-
-
-def _duration(raw: dict[str, Any], name: str, problems: list[str], *, optional: bool) -> Any:
-    value = raw[name]
-    if value is None and optional:
-        return None
-    if isinstance(value, timedelta):
-        if value > timedelta(0):
-            return value
-        problems.append(f"{name} must be a positive duration")
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        problems.append(f"{name}: {exc}")
-        return None
-
-
-def parse_rate(rate: Any) -> tuple[int, int] | None:
-    """Return ``(count, seconds)`` for a django-ratelimit rate such as ``1000/h``, else ``None``.
-
-    The one reading of the rate syntax: settings, token fields and the limiter agree on it.
-    A zero count or period is refused (django-ratelimit would divide by it).
-    """
-    match = RATE_PATTERN.fullmatch(rate) if isinstance(rate, str) else None
-    if match is None:
-        return None
-    count, multiple, unit = match.groups()
-    return int(count), int(multiple or 1) * _PERIOD_SECONDS[unit]
-
-
-def _derive_hash_key(secret_key: str) -> bytes:
-    # Domain-separated, so the hash key is never SECRET_KEY itself.
-    return hmac.new(secret_key.encode(), b"tokens_app.hash-key.v1", hashlib.sha256).digest()
-
-
-def _derived_keys(configured: Any) -> list[bytes]:
-    # Keys derived from SECRET_KEY_FALLBACKS (and from SECRET_KEY once an explicit
-    # HASH_KEY is set) keep verifying, so rotating either never strands a token;
-    # verify_and_update moves each hash to the current key on its next use.
-    secrets = [] if configured is None else [getattr(settings, "SECRET_KEY", "")]
-    secrets += list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
-    return [_derive_hash_key(str(secret)) for secret in secrets if secret]
-
-
-def _hash_keys(raw: dict[str, Any], problems: list[str]) -> tuple[bytes, bool, tuple[bytes, ...]]:
-    configured = raw["HASH_KEY"]
-    old = raw["OLD_HASH_KEYS"]
-    candidates = ([] if configured is None else [configured]) + (
-        list(old) if isinstance(old, list | tuple) else [None]
-    )
-    if not all(isinstance(key, str) and len(key) >= MIN_HASH_KEY_LENGTH for key in candidates):
-        problems.append(
-            f"HASH_KEY and OLD_HASH_KEYS entries must be strings of at least "
-            f"{MIN_HASH_KEY_LENGTH} characters"
-        )
-        return b"", configured is None, ()
-    old_keys = tuple(str(key).encode() for key in old) + tuple(_derived_keys(configured))
-    if configured is None:
-        return _derive_hash_key(str(getattr(settings, "SECRET_KEY", ""))), True, old_keys
-    return str(configured).encode(), False, old_keys
-
-
-def _networks(value: Any, problems: list[str]) -> tuple[IPNetwork, ...]:
-    if isinstance(value, list | tuple):
-        try:
-            return tuple(ipaddress.ip_network(item, strict=False) for item in value)
-        except (TypeError, ValueError):
-            pass
-    problems.append("TRUSTED_PROXIES must be a list of IP addresses or CIDR networks")
-    return ()
-
-
-def _positive_int_or_none(raw: dict[str, Any], name: str, problems: list[str]) -> int | None:
-    value = raw[name]
-    if value is None or (type(value) is int and value > 0):
-        return value
-    problems.append(f"{name} must be a positive integer or None")
-    return None
-
-
-def _flag(raw: dict[str, Any], name: str, problems: list[str]) -> bool:
-    if not isinstance(raw[name], bool):
-        problems.append(f"{name} must be True or False")
-    return raw[name] is True
-
-
-def _check_argon2(options: Any, problems: list[str]) -> None:
-    if not isinstance(options, Mapping) or not all(
-        key in _ARGON2_OPTIONS and type(value) is int and value > 0
-        for key, value in options.items()
-    ):
-        problems.append(
-            "ARGON2_OPTIONS must map some of "
-            + ", ".join(sorted(_ARGON2_OPTIONS))
-            + " to positive integers"
-        )
+    return found
 
 
 def _rate_limit_settings(cache: Any, fail_open: Any, problems: list[str]) -> tuple[str, bool]:
@@ -284,6 +304,22 @@ def _rate_limit_settings(cache: Any, fail_open: Any, problems: list[str]) -> tup
     return str(cache), fail_open is True
 
 
+def _assemble(values: Mapping[str, Any], **extra: Any) -> TokenSettings:
+    """Return the ``TokenSettings`` for *values*, every setting parsed."""
+    # Imported here: core.hashing imports this module (its caches) at import time.
+    from tokens_app.core.hashing import hmac_keys
+
+    own = {s.attribute: values[n] for n, s in SETTINGS.items() if not n.startswith("JWT_")}
+    jwt = {s.attribute: values[n] for n, s in SETTINGS.items() if n.startswith("JWT_")}
+    # HASH_KEY and OLD_HASH_KEYS are key strings: the attributes hold the HMAC keys.
+    secret_key = str(getattr(settings, "SECRET_KEY", ""))
+    fallbacks = [str(key) for key in getattr(settings, "SECRET_KEY_FALLBACKS", []) if key]
+    keys = hmac_keys(values["HASH_KEY"], values["OLD_HASH_KEYS"], secret_key, fallbacks)
+    own["hash_key"], own["old_hash_keys"] = keys
+    own["hash_key_is_derived"] = values["HASH_KEY"] is None
+    return TokenSettings(**own, jwt=JWTSettings(**jwt), **extra)
+
+
 def load(
     raw_settings: Any, *, rate_limit_cache: Any = "default", rate_limit_fail_open: Any = False
 ) -> TokenSettings:
@@ -293,76 +329,23 @@ def load(
     """
     if not isinstance(raw_settings, Mapping):
         raise ImproperlyConfigured("API_TOKENS must be a dict.")
-    unknown = sorted(set(raw_settings) - set(DEFAULTS), key=repr)
+    unknown = sorted(set(raw_settings) - set(SETTINGS), key=repr)
     problems = [f"unknown key {name!r}" for name in unknown]
     raw = {**DEFAULTS, **raw_settings}
-
-    prefix = raw["TOKEN_PREFIX"]
-    if not isinstance(prefix, str) or not tokenstring.PREFIX_PATTERN.fullmatch(prefix):
-        problems.append(
-            "TOKEN_PREFIX must be 2-16 lowercase letters or digits, starting with a letter"
-        )
-    if not isinstance(raw["SCOPES"], Mapping):
-        problems.append("SCOPES must be a dict of scope name to description")
-    default_lifetime = _duration(raw, "DEFAULT_LIFETIME", problems, optional=True)
-    max_lifetime = _duration(raw, "MAX_LIFETIME", problems, optional=True)
-    last_used_interval = _duration(raw, "LAST_USED_INTERVAL", problems, optional=False)
-    max_rotation_grace = _duration(raw, "MAX_ROTATION_GRACE", problems, optional=False)
-    rate = raw["PASSWORD_EXCHANGE_RATE"]
-    if parse_rate(rate) is None:
-        problems.append("PASSWORD_EXCHANGE_RATE must look like '5/15m' (count/[n]s|m|h|d)")
-    token_rate = raw["DEFAULT_TOKEN_RATE"]
-    if token_rate is not None and parse_rate(token_rate) is None:
-        problems.append("DEFAULT_TOKEN_RATE must be None or look like '1000/h' (count/[n]s|m|h|d)")
-    trusted_proxies = _networks(raw["TRUSTED_PROXIES"], problems)
-    allow_non_expiring = _flag(raw, "ALLOW_NON_EXPIRING", problems)
-    if default_lifetime is None and not allow_non_expiring and raw["DEFAULT_LIFETIME"] is None:
-        problems.append("DEFAULT_LIFETIME may be None only when ALLOW_NON_EXPIRING is True")
-    if default_lifetime and max_lifetime and default_lifetime > max_lifetime:
-        problems.append("DEFAULT_LIFETIME must not exceed MAX_LIFETIME")
-    max_active = _positive_int_or_none(raw, "MAX_ACTIVE_TOKENS_PER_USER", problems)
-    if raw["HASHER"] not in HASHERS:
-        problems.append(f"HASHER must be one of {', '.join(HASHERS)}")
-    _check_argon2(raw["ARGON2_OPTIONS"], problems)
-    hash_key, derived, old_keys = _hash_keys(raw, problems)
-    accept_x_api_key = _flag(raw, "ACCEPT_X_API_KEY", problems)
-    prepared_statements = _flag(raw, "PREPARED_STATEMENTS", problems)
-    if raw["TOKEN_LOOKUP"] not in TOKEN_LOOKUPS:
-        problems.append(f"TOKEN_LOOKUP must be one of {', '.join(TOKEN_LOOKUPS)}")
-    jwt = _jwt_settings(raw, problems)
-    realm = raw["REALM"]
-    if not isinstance(realm, str) or not realm or not realm.isprintable() or '"' in realm:
-        problems.append("REALM must be a non-empty printable string without quotes")
+    values = {}
+    for name, setting in SETTINGS.items():
+        try:
+            values[name] = setting.parse(raw[name], name)
+        except ValueError as exc:
+            if str(exc) not in problems:  # HASH_KEY and OLD_HASH_KEYS share one
+                problems.append(str(exc))
+    problems += _conflicts(raw, values)
     limiter_cache, fail_open = _rate_limit_settings(
         rate_limit_cache, rate_limit_fail_open, problems
     )
     if problems:
         raise ImproperlyConfigured("API_TOKENS: " + "; ".join(problems) + ".")
-    return TokenSettings(
-        prefix=prefix,
-        scopes=raw["SCOPES"],
-        default_lifetime=default_lifetime,
-        max_lifetime=max_lifetime,
-        allow_non_expiring=allow_non_expiring,
-        max_active_tokens_per_user=max_active,
-        last_used_interval=last_used_interval,
-        max_rotation_grace=max_rotation_grace,
-        password_exchange_rate=rate,
-        default_token_rate=token_rate,
-        trusted_proxies=trusted_proxies,
-        hasher=raw["HASHER"],
-        hash_key=hash_key,
-        hash_key_is_derived=derived,
-        old_hash_keys=old_keys,
-        argon2_options=dict(raw["ARGON2_OPTIONS"]),
-        accept_x_api_key=accept_x_api_key,
-        realm=realm,
-        prepared_statements=prepared_statements,
-        token_lookup=raw["TOKEN_LOOKUP"],
-        jwt=jwt,
-        rate_limit_cache=limiter_cache,
-        rate_limit_fail_open=fail_open,
-    )
+    return _assemble(values, rate_limit_cache=limiter_cache, rate_limit_fail_open=fail_open)
 
 
 _P = ParamSpec("_P")

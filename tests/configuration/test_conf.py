@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from tokens_app import conf
+from tokens_app.core.rates import parse_rate
 
 KEY_A = "a" * conf.MIN_HASH_KEY_LENGTH
 KEY_B = "b" * 40
@@ -403,7 +404,7 @@ def test_bad_rates_are_refused_for_both_rate_settings(rate):
     [("1000/h", (1000, 3600)), ("5/15m", (5, 900)), ("10/s", (10, 1)), ("2/3d", (2, 259200))],
 )
 def test_rates_are_read_as_count_and_seconds(rate, parsed):
-    assert conf.parse_rate(rate) == parsed
+    assert parse_rate(rate) == parsed
     assert conf.load({"DEFAULT_TOKEN_RATE": rate}).default_token_rate == rate
 
 
@@ -416,3 +417,15 @@ def test_token_lookup_is_prepared_or_orm():
     assert conf.load({"TOKEN_LOOKUP": "orm"}).token_lookup == "orm"
     with pytest.raises(ImproperlyConfigured, match="TOKEN_LOOKUP must be one of prepared, orm"):
         conf.load({"TOKEN_LOOKUP": "raw"})
+
+
+def test_defaults_name_every_setting_once():
+    # One declaration per key: DEFAULTS and the unknown-key check follow from it.
+    assert list(conf.DEFAULTS) == list(conf.SETTINGS)
+    assert _problem({"NOT_A_SETTING": 1}) == "API_TOKENS: unknown key 'NOT_A_SETTING'."
+
+
+def test_a_problem_two_settings_share_is_listed_once():
+    message = _problem({"HASH_KEY": "short", "OLD_HASH_KEYS": ["short"]})
+    assert message.count("HASH_KEY and OLD_HASH_KEYS entries") == 1
+    assert ";" not in message

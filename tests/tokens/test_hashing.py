@@ -371,3 +371,21 @@ def test_derived_key_hashes_survive_key_changes_and_upgrade(settings, change):
     matches, upgraded = hashing.verify_secret(SECRET, before)
     assert matches is True
     assert upgraded == hashing.hash_secret(SECRET) != before
+
+
+def test_hmac_keys_derive_from_secret_key_without_hash_key():
+    key, old_keys = hashing.hmac_keys(None, [], "secret-key", ["fallback"])
+    assert key == hashing.derive_hash_key("secret-key")
+    assert key != b"secret-key"
+    # A fallback secret key keeps verifying; the current one is not listed twice.
+    assert old_keys == (hashing.derive_hash_key("fallback"),)
+
+
+def test_hmac_keys_keep_secret_key_derivations_verifying_under_hash_key():
+    key, old_keys = hashing.hmac_keys(NEW_KEY, [OLD_KEY], "secret-key", ["", "fallback"])
+    assert key == NEW_KEY.encode()
+    assert old_keys == (
+        OLD_KEY.encode(),
+        hashing.derive_hash_key("secret-key"),
+        hashing.derive_hash_key("fallback"),
+    )

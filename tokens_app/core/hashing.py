@@ -22,6 +22,36 @@ from tokens_app.conf import cached_until_settings_change, token_settings
 _HMAC_PREFIX = "$hmac-sha256$"
 
 
+def derive_hash_key(secret_key: str) -> bytes:
+    """Return the HMAC key derived from *secret_key*.
+
+    Domain-separated, so the hash key is never ``SECRET_KEY`` itself.
+    """
+    return hmac.new(secret_key.encode(), b"tokens_app.hash-key.v1", hashlib.sha256).digest()
+
+
+def hmac_keys(
+    hash_key: str | None,
+    old_hash_keys: Sequence[str],
+    secret_key: str,
+    secret_key_fallbacks: Sequence[str],
+) -> tuple[bytes, tuple[bytes, ...]]:
+    """Return the HMAC key that hashes and the older keys that still verify.
+
+    Without *hash_key* (``HASH_KEY``) the key is derived from *secret_key*. Keys derived
+    from the fallbacks (and from *secret_key* once a ``HASH_KEY`` is set) keep verifying,
+    so rotating either never strands a token: ``verify_and_update`` moves each hash to
+    the current key on its next use. Pure: ``conf`` validates the key strings and passes
+    Django's secret keys in.
+    """
+    retired = ([] if hash_key is None else [secret_key]) + list(secret_key_fallbacks)
+    old_keys = tuple(key.encode() for key in old_hash_keys)
+    old_keys += tuple(derive_hash_key(secret) for secret in retired if secret)
+    if hash_key is None:
+        return derive_hash_key(secret_key), old_keys
+    return hash_key.encode(), old_keys
+
+
 def _key_id(key: bytes) -> str:
     # A short public fingerprint that names the key without revealing it.
     return hashlib.sha256(b"tokens_app.key-id" + key).hexdigest()[:8]

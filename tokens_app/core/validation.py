@@ -12,9 +12,10 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app.conf import IPNetwork, parse_rate, token_settings
+from tokens_app.conf import IPNetwork, token_settings
 from tokens_app.core import limits, scopes
 from tokens_app.core.durations import format_duration
+from tokens_app.core.rates import parse_rate
 
 #: A token name is a label people read (admin, API, emails, command output): letters of
 #: any script, digits, ``_``, spaces and ``. : @ + -``. Never a control or format

@@ -20,10 +20,11 @@ import jwt
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
-from tokens_app.conf import parse_rate, token_settings
+from tokens_app.conf import token_settings
 from tokens_app.core import clock, limits, tokenstring
 from tokens_app.core.address import readable_networks
 from tokens_app.core.limits import Budget
+from tokens_app.core.rates import parse_rate
 from tokens_app.jwt import denylist, signing_keys
 
 TYPE = "at+jwt"

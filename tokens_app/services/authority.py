@@ -41,8 +41,9 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from tokens_app.conf import parse_rate, token_settings
+from tokens_app.conf import token_settings
 from tokens_app.core import limits, scopes
+from tokens_app.core.rates import parse_rate
 from tokens_app.models import APIToken
 from tokens_app.services.access import may_issue_for
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
