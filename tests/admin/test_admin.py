@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer, change_data, grant, issue_data
+from tests.helpers import bearer, change_data, grant, issue_data
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent

@@ -9,16 +9,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.helpers import TOKENS, WHOAMI, bearer, counts
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
 
-LIST = "/api/tokens/"
 CURRENT = "/api/tokens/current/"
-WHOAMI = "/api/whoami/"
 METADATA = {
     "id",
     "name",
@@ -44,10 +42,6 @@ def rotate(key_id: str) -> str:
     return f"/api/tokens/{quote(key_id, safe='')}/rotate/"
 
 
-def counts() -> tuple[int, int]:
-    return APIToken.objects.count(), TokenEvent.objects.count()
-
-
 def works(api: APIClient, plaintext: str) -> bool:
     response = api.get(WHOAMI, **bearer(plaintext))
     assert response.status_code in (200, 401)
@@ -68,7 +62,7 @@ def test_list_shows_only_own_tokens_as_metadata(api, alice, bob, issue, clock):
     mine = [issue(alice), issue(alice)]
     theirs = issue(bob)
     api.force_login(alice)
-    response = api.get(LIST)
+    response = api.get(TOKENS)
     assert response.status_code == 200
     body = response.json()
     assert body["count"] == 2
@@ -90,7 +84,7 @@ def test_list_includes_revoked_and_expired_with_status(api, alice, issue, clock)
     services.revoke_token(revoked)
     clock.advance(days=2)
     api.force_login(alice)
-    rows = api.get(LIST).json()["results"]
+    rows = api.get(TOKENS).json()["results"]
     assert {row["id"]: row["status"] for row in rows} == {
         active.key_id: "active",
         expired.key_id: "expired",
@@ -109,10 +103,10 @@ def test_list_filters_by_status(api, alice, issue, clock, status):
     services.revoke_token(tokens["revoked"])
     clock.advance(days=2)
     api.force_login(alice)
-    response = api.get(LIST, {"status": status})
+    response = api.get(TOKENS, {"status": status})
     assert response.status_code == 200
     assert [row["id"] for row in response.json()["results"]] == [tokens[status].key_id]
-    assert api.get(LIST, {"status": "owner_inactive"}).json()["count"] == 0
+    assert api.get(TOKENS, {"status": "owner_inactive"}).json()["count"] == 0
 
 
 def test_list_filters_owner_inactive_for_managers(api, alice, bob, superuser, issue, clock):
@@ -121,7 +115,7 @@ def test_list_filters_owner_inactive_for_managers(api, alice, bob, superuser, is
     bob.is_active = False
     bob.save()
     api.force_login(superuser)
-    response = api.get(LIST, {"all": "true", "status": "owner_inactive"})
+    response = api.get(TOKENS, {"all": "true", "status": "owner_inactive"})
     assert response.status_code == 200
     assert [(r["id"], r["status"]) for r in response.json()["results"]] == [
         (gone.key_id, "owner_inactive")
@@ -131,7 +125,7 @@ def test_list_filters_owner_inactive_for_managers(api, alice, bob, superuser, is
 @pytest.mark.parametrize("status", ["bogus", "ACTIVE", ""])
 def test_list_unknown_status_is_400(api, alice, status):
     api.force_login(alice)
-    response = api.get(LIST, {"status": status})
+    response = api.get(TOKENS, {"status": status})
     assert response.status_code == 400
     assert "active" in response.json()["status"][0]
 
@@ -140,7 +134,7 @@ def test_list_is_paginated(api, alice, issue, clock):
     for _ in range(3):
         issue(alice)
     api.force_login(alice)
-    first = api.get(LIST, {"page_size": 2}).json()
+    first = api.get(TOKENS, {"page_size": 2}).json()
     assert (first["count"], len(first["results"])) == (3, 2)
     assert first["next"] and first["previous"] is None
     second = api.get(first["next"]).json()
@@ -153,7 +147,7 @@ def test_page_size_is_capped_at_200(api, alice):
         for i in range(201)
     )
     api.force_login(alice)
-    body = api.get(LIST, {"page_size": 500}).json()
+    body = api.get(TOKENS, {"page_size": 500}).json()
     assert (body["count"], len(body["results"])) == (201, 200)
 
 
@@ -161,7 +155,7 @@ def test_page_size_is_capped_at_200(api, alice):
 def test_list_all_is_forbidden_to_normal_users(api, issue, request, user):
     caller = request.getfixturevalue(user)
     api.force_login(caller)
-    response = api.get(LIST, {"all": "true"})
+    response = api.get(TOKENS, {"all": "true"})
     assert response.status_code == 403
     assert "Only token managers" in response.json()["detail"]
 
@@ -170,16 +164,16 @@ def test_list_all_is_forbidden_to_normal_users(api, issue, request, user):
 def test_list_all_shows_every_token_to_managers(api, alice, bob, issue, request, user):
     tokens = {issue(alice).token.key_id, issue(bob).token.key_id}
     api.force_login(request.getfixturevalue(user))
-    response = api.get(LIST, {"all": "true"})
+    response = api.get(TOKENS, {"all": "true"})
     assert response.status_code == 200
     assert {row["id"] for row in response.json()["results"]} == tokens
-    assert api.get(LIST).json()["count"] == 0  # without all=true: only their own
+    assert api.get(TOKENS).json()["count"] == 0  # without all=true: only their own
 
 
 def test_list_all_with_a_manager_token(api, alice, superuser, issue):
     theirs = issue(alice).token
     own = issue(superuser, ["tokens:read"])
-    response = api.get(LIST, {"all": "true"}, **bearer(own.plaintext))
+    response = api.get(TOKENS, {"all": "true"}, **bearer(own.plaintext))
     assert {row["id"] for row in response.json()["results"]} == {theirs.key_id, own.token.key_id}
 
 
@@ -189,7 +183,7 @@ def test_list_all_with_a_manager_token(api, alice, superuser, issue):
 def test_create_returns_plaintext_once_with_no_store(api, alice, clock):
     api.force_login(alice)
     body = {"name": "ci", "scopes": ["notes:read"], "description": "for CI"}
-    response = api.post(LIST, body, format="json")
+    response = api.post(TOKENS, body, format="json")
     assert response.status_code == 201
     assert response["Cache-Control"] == "no-store"
     data = response.json()
@@ -251,7 +245,7 @@ def test_create_returns_plaintext_once_with_no_store(api, alice, clock):
 def test_create_refuses_bad_input_and_writes_nothing(api, alice, clock, body, field):
     api.force_login(alice)
     before = counts()
-    response = api.post(LIST, body, format="json")
+    response = api.post(TOKENS, body, format="json")
     assert response.status_code == 400
     assert field in response.json()
     assert counts() == before
@@ -267,14 +261,14 @@ def test_create_refuses_bad_input_and_writes_nothing(api, alice, clock, body, fi
 )
 def test_create_accepts_expiry_up_to_the_maximum(api, alice, clock, body, expires):
     api.force_login(alice)
-    response = api.post(LIST, {"name": "ok", "scopes": ["notes:read"], **body}, format="json")
+    response = api.post(TOKENS, {"name": "ok", "scopes": ["notes:read"], **body}, format="json")
     assert response.status_code == 201
     assert APIToken.objects.get(key_id=response.json()["id"]).expires_at == clock() + expires
 
 
 def test_create_staff_may_take_staff_scope(api, staff):
     api.force_login(staff)
-    response = api.post(LIST, {"name": "audit", "scopes": ["audit:read"]}, format="json")
+    response = api.post(TOKENS, {"name": "audit", "scopes": ["audit:read"]}, format="json")
     assert response.status_code == 201
 
 
@@ -283,12 +277,13 @@ def test_create_duplicate_active_name_is_400(api, alice, bob, issue, clock):
     issue(bob, name="dup")
     api.force_login(alice)
     before = counts()
-    response = api.post(LIST, {"name": "ci", "scopes": ["notes:read"]}, format="json")
+    response = api.post(TOKENS, {"name": "ci", "scopes": ["notes:read"]}, format="json")
     assert response.status_code == 400
     assert "name" in response.json()
     assert counts() == before
     assert (
-        api.post(LIST, {"name": "dup", "scopes": ["notes:read"]}, format="json").status_code == 201
+        api.post(TOKENS, {"name": "dup", "scopes": ["notes:read"]}, format="json").status_code
+        == 201
     )
 
 
@@ -296,7 +291,7 @@ def test_create_name_of_a_revoked_token_may_be_reused(api, alice, issue):
     services.revoke_token(issue(alice, name="ci").token)
     api.force_login(alice)
     assert (
-        api.post(LIST, {"name": "ci", "scopes": ["notes:read"]}, format="json").status_code == 201
+        api.post(TOKENS, {"name": "ci", "scopes": ["notes:read"]}, format="json").status_code == 201
     )
 
 
@@ -312,7 +307,7 @@ def test_create_name_of_a_revoked_token_may_be_reused(api, alice, issue):
 def test_token_may_mint_scopes_it_holds(api, alice, issue, held, wanted):
     parent = issue(alice, held)
     response = api.post(
-        LIST, {"name": "child", "scopes": wanted}, format="json", **bearer(parent.plaintext)
+        TOKENS, {"name": "child", "scopes": wanted}, format="json", **bearer(parent.plaintext)
     )
     assert response.status_code == 201
     assert APIToken.objects.get(key_id=response.json()["id"]).scopes == sorted(wanted)
@@ -331,7 +326,7 @@ def test_token_never_mints_a_more_powerful_token(api, alice, issue, held, wanted
     parent = issue(alice, held)
     before = counts()
     response = api.post(
-        LIST, {"name": "child", "scopes": wanted}, format="json", **bearer(parent.plaintext)
+        TOKENS, {"name": "child", "scopes": wanted}, format="json", **bearer(parent.plaintext)
     )
     assert response.status_code == 400
     assert "cannot grant" in str(response.json()["scopes"])
@@ -341,22 +336,24 @@ def test_token_never_mints_a_more_powerful_token(api, alice, issue, held, wanted
 def test_session_user_may_mint_any_holdable_scope(api, alice):
     api.force_login(alice)
     body = {"name": "all", "scopes": ["notes:write", "tokens:write", "tokens:introspect"]}
-    assert api.post(LIST, body, format="json").status_code == 201
+    assert api.post(TOKENS, body, format="json").status_code == 201
 
 
 def test_token_child_cannot_outlive_its_parent(api, alice, issue, clock):
     parent = issue(alice, ["tokens:write"], expires_in=timedelta(days=2))
     auth = bearer(parent.plaintext)
     body = {"name": "child", "scopes": ["tokens:read"]}
-    too_long = api.post(LIST, {**body, "expires_in_days": 3}, format="json", **auth)
+    too_long = api.post(TOKENS, {**body, "expires_in_days": 3}, format="json", **auth)
     assert too_long.status_code == 400 and "expires_at" in too_long.json()
-    assert api.post(LIST, {**body, "expires_in_days": 2}, format="json", **auth).status_code == 201
+    assert (
+        api.post(TOKENS, {**body, "expires_in_days": 2}, format="json", **auth).status_code == 201
+    )
 
 
 def post_child(api, parent):
     """Create a child token with no expiry, authenticated by *parent*."""
     return api.post(
-        LIST,
+        TOKENS,
         {"name": "child", "scopes": ["tokens:read"]},
         format="json",
         **bearer(parent.plaintext),
@@ -400,7 +397,7 @@ def test_create_beyond_active_token_quota_is_400(api, alice, issue, settings):
     issue(alice)
     api.force_login(alice)
     before = counts()
-    response = api.post(LIST, {"name": "two", "scopes": ["notes:read"]}, format="json")
+    response = api.post(TOKENS, {"name": "two", "scopes": ["notes:read"]}, format="json")
     assert response.status_code == 400
     assert "non_field_errors" in response.json()
     assert counts() == before
@@ -662,7 +659,7 @@ def test_current_delete_after_real_login_with_csrf_is_400(staff):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("get", LIST), ("post", LIST), ("get", CURRENT), ("delete", CURRENT)],
+    [("get", TOKENS), ("post", TOKENS), ("get", CURRENT), ("delete", CURRENT)],
 )
 def test_anonymous_requests_are_401(api, method, path):
     response = getattr(api, method)(path)
@@ -673,7 +670,7 @@ def test_anonymous_requests_are_401(api, method, path):
 def test_invalid_token_is_401(api, alice, issue):
     issued = issue(alice, ["tokens:write"])
     services.revoke_token(issued.token)
-    assert api.get(LIST, **bearer(issued.plaintext)).status_code == 401
+    assert api.get(TOKENS, **bearer(issued.plaintext)).status_code == 401
 
 
 # --- scopes and sessions ------------------------------------------------------------------
@@ -707,7 +704,7 @@ def test_token_endpoints_require_scopes(api, alice, issue, held, method, target,
     # A token the caller created: one it may act on once it has the scope.
     other = issue(alice, held, parent=caller.token).token
     path = {
-        "list": LIST,
+        "list": TOKENS,
         "detail": detail(other.key_id),
         "rotate": rotate(other.key_id),
         "current": CURRENT,
@@ -728,9 +725,9 @@ def test_token_endpoints_require_scopes(api, alice, issue, held, method, target,
 
 def test_session_user_manages_own_tokens_fully(api, alice, issue):
     api.force_login(alice)
-    created = api.post(LIST, {"name": "s", "scopes": ["notes:read"]}, format="json").json()
+    created = api.post(TOKENS, {"name": "s", "scopes": ["notes:read"]}, format="json").json()
     key_id = created["id"]
-    assert api.get(LIST).json()["count"] == 1
+    assert api.get(TOKENS).json()["count"] == 1
     assert api.get(detail(key_id)).status_code == 200
     assert api.patch(detail(key_id), {"name": "s2"}, format="json").status_code == 200
     rotated = api.post(rotate(key_id), format="json")
@@ -742,7 +739,7 @@ def test_session_user_manages_own_tokens_fully(api, alice, issue):
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("post", LIST, {"name": "s", "scopes": ["notes:read"]}),
+        ("post", TOKENS, {"name": "s", "scopes": ["notes:read"]}),
         ("patch", "detail", {"name": "renamed"}),
         ("delete", "detail", {}),
         ("post", "rotate", {}),
@@ -759,7 +756,7 @@ def test_session_writes_need_csrf(alice, issue, method, path, body):
     assert "CSRF" in response.json()["detail"]
     assert counts() == before
     assert APIToken.objects.get(pk=token.pk).revoked_at is None
-    assert client.get(LIST).status_code == 200  # reads need no CSRF token
+    assert client.get(TOKENS).status_code == 200  # reads need no CSRF token
 
 
 def test_session_write_with_csrf_token_succeeds(alice):
@@ -768,7 +765,7 @@ def test_session_write_with_csrf_token_succeeds(alice):
     client.get("/admin/login/")
     body = {"name": "s", "scopes": ["notes:read"]}
     csrf = client.cookies["csrftoken"].value
-    response = client.post(LIST, body, format="json", HTTP_X_CSRFTOKEN=csrf)
+    response = client.post(TOKENS, body, format="json", HTTP_X_CSRFTOKEN=csrf)
     assert response.status_code == 201
 
 
@@ -776,7 +773,7 @@ def test_token_writes_need_no_csrf(alice, issue):
     caller = issue(alice, ["tokens:write"])
     client = APIClient(enforce_csrf_checks=True)
     body = {"name": "s", "scopes": ["tokens:read"]}
-    assert client.post(LIST, body, format="json", **bearer(caller.plaintext)).status_code == 201
+    assert client.post(TOKENS, body, format="json", **bearer(caller.plaintext)).status_code == 201
 
 
 # --- uniform 404 --------------------------------------------------------------------------

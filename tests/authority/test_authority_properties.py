@@ -58,7 +58,7 @@ from hypothesis.stateful import (
 )
 from rest_framework.test import APIClient
 
-from tests.conftest import MODEL_PERMISSIONS, FakeClock, admin_client, change_data, grant
+from tests.helpers import MODEL_PERMISSIONS, FakeClock, admin_client, change_data, grant
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db

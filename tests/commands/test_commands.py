@@ -16,15 +16,13 @@ from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer, command_line
+from tests.helpers import NOTES, ROOT, bearer, command_line, counts
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTES = "/api/notes/"
 COLUMNS = ["key_id", "owner", "name", "status", "scopes", "expires_at", "last_used_at"]
 
 
@@ -45,10 +43,6 @@ def argv(
     if scopes is not None:
         args.append(f"--scopes={scopes}")
     return [*args, *extra]
-
-
-def counts() -> tuple[int, int]:
-    return APIToken.objects.count(), TokenEvent.objects.count()
 
 
 def issued_token(out: str) -> tuple[str, APIToken]:

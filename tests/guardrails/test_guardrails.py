@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from io import StringIO
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -20,7 +19,27 @@ from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
-from tests.conftest import admin_client, bearer, change_data, issue_data
+from tests.helpers import (
+    ADMIN_ADD,
+    ADMIN_LIST,
+    DEAD_REDIS,
+    HOME,
+    NOTES,
+    TOKENS,
+    UNAVAILABLE,
+    WHOAMI,
+    admin_client,
+    assert_invalid,
+    bearer,
+    change_data,
+    counts,
+    detail_url,
+    exchange,
+    form_errors,
+    issue_data,
+    mint_from,
+    mint_jwt_from,
+)
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
@@ -28,26 +47,10 @@ from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
 
-NOTES = "/api/notes/"
-WHOAMI = "/api/whoami/"
-TOKENS = "/api/tokens/"
-MINT = "/api/auth/jwt/"
-EXCHANGE = "/api/auth/token/"
-ADMIN_LIST = "/admin/tokens_app/apitoken/"
-ADMIN_ADD = f"{ADMIN_LIST}add/"
-INVALID_BODY = {"detail": "Invalid token."}
-INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
-UNAVAILABLE = {"detail": "The service is temporarily unavailable. Try again shortly."}
 V4, V6 = "10.0.0.0/8", "2001:db8::/32"
 BOTH = [V4, V6]
 INSIDE = ["10.0.0.1", "10.255.255.254", "2001:db8::1", "2001:db8:ffff:1::5"]
 OUTSIDE = ["11.0.0.1", "9.255.255.255", "192.168.1.1", "127.0.0.1", "2001:db9::1", "::1"]
-HOME = "10.0.0.1"  # an address inside V4, for requests that must get through
-DEAD_REDIS = {
-    "BACKEND": "django.core.cache.backends.redis.RedisCache",
-    "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1: connection refused
-    "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -62,12 +65,6 @@ def status(plaintext: str, ip: str = HOME, **extra: Any) -> int:
     return call(plaintext, ip, **extra).status_code
 
 
-def assert_invalid(response: Any) -> None:
-    assert response.status_code == 401, response.content
-    assert response["WWW-Authenticate"] == INVALID_CHALLENGE
-    assert response.json() == INVALID_BODY
-
-
 def unknown_token() -> str:
     return tokenstring.assemble("tka", tokenstring.generate_key_id(), tokenstring.generate_secret())
 
@@ -77,14 +74,6 @@ def wrong_secret(plaintext: str) -> str:
     assert parsed is not None
     secret = ("A" if parsed.secret[0] != "A" else "B") + parsed.secret[1:]
     return tokenstring.assemble("tka", parsed.key_id, secret)
-
-
-def detail_url(key_id: str) -> str:
-    return f"{TOKENS}{quote(key_id, safe='')}/"
-
-
-def counts() -> tuple[int, int]:
-    return APIToken.objects.count(), TokenEvent.objects.count()
 
 
 def snapshot(token: APIToken) -> tuple[Any, ...]:
@@ -109,31 +98,10 @@ def admin_issued_plaintext(response: Any) -> str:
     return match.group(1)
 
 
-def form_errors(response: Any) -> dict[str, list[str]]:
-    context = response.context
-    form = context["adminform"].form if "adminform" in context else context["form"]
-    return {field: [str(m) for m in messages] for field, messages in form.errors.items()}
-
-
 def run_command(*args: str) -> str:
     out = StringIO()
     call_command("issue_token", *args, stdout=out, stderr=StringIO())
     return out.getvalue().strip()
-
-
-def exchange(api: APIClient, ip: str = HOME, **fields: Any) -> Any:
-    body = {"username": "alice", "password": "pw-alice", "name": "cli", "scopes": ["notes:read"]}
-    return api.post(EXCHANGE, {**body, **fields}, format="json", REMOTE_ADDR=ip)
-
-
-def mint(plaintext: str, ip: str = HOME) -> Any:
-    return APIClient().post(MINT, {}, format="json", REMOTE_ADDR=ip, **bearer(plaintext))
-
-
-def mint_jwt(plaintext: str, ip: str = HOME) -> str:
-    response = mint(plaintext, ip)
-    assert response.status_code == 200, response.content
-    return str(response.json()["access_token"])
 
 
 def set_tokens_setting(settings: Any, **values: Any) -> None:
@@ -783,7 +751,7 @@ def test_restricted_token_used_from_outside_cannot_make_tokens(restricted_parent
 
 def test_jwt_from_a_restricted_token_works_inside_and_is_refused_outside(alice, issue):
     plaintext = issue(alice, allowed_ips=[V4, V6]).plaintext
-    jwt = mint_jwt(plaintext, "10.0.0.1")
+    jwt = mint_jwt_from(plaintext, "10.0.0.1")
     for ip in ("10.0.0.1", "10.200.0.1", "2001:db8::9", "::ffff:10.0.0.1"):
         assert status(jwt, ip) == 200, ip
     outside = call(jwt, "203.0.113.9")
@@ -792,19 +760,19 @@ def test_jwt_from_a_restricted_token_works_inside_and_is_refused_outside(alice, 
 
 
 def test_jwt_from_a_restricted_token_ignores_spoofed_forwarded_for(alice, issue):
-    jwt = mint_jwt(issue(alice, allowed_ips=[V4]).plaintext)
+    jwt = mint_jwt_from(issue(alice, allowed_ips=[V4]).plaintext)
     assert_invalid(call(jwt, "203.0.113.9", HTTP_X_FORWARDED_FOR="10.0.0.1"))
 
 
 def test_jwt_cannot_be_minted_from_outside_the_list(alice, issue):
-    response = mint(issue(alice, allowed_ips=[V4]).plaintext, "203.0.113.9")
+    response = mint_from(issue(alice, allowed_ips=[V4]).plaintext, "203.0.113.9")
     assert_invalid(response)
 
 
 def test_jwt_refusal_is_logged_by_key_id(alice, issue, caplog):
     caplog.set_level(logging.INFO, logger="tokens_app.authentication")
     issued = issue(alice, allowed_ips=[V4])
-    jwt = mint_jwt(issued.plaintext)
+    jwt = mint_jwt_from(issued.plaintext)
     assert status(jwt, "203.0.113.9") == 401
     lines = [r.getMessage() for r in caplog.records if r.name == "tokens_app.authentication"]
     assert any("address not allowed" in line and issued.token.key_id in line for line in lines)
@@ -1094,7 +1062,7 @@ def test_token_works_again_after_the_window(alice, issue):
 
 def test_jwt_requests_and_token_requests_share_one_budget(alice, issue):
     plaintext = issue(alice, rate_limit="4/h").plaintext
-    jwt = mint_jwt(plaintext)  # 1: minting is an authenticated request of the token
+    jwt = mint_jwt_from(plaintext)  # 1: minting is an authenticated request of the token
     assert status(plaintext) == 200  # 2
     assert status(jwt) == 200  # 3
     assert status(jwt) == 200  # 4
@@ -1102,19 +1070,19 @@ def test_jwt_requests_and_token_requests_share_one_budget(alice, issue):
     assert refused.status_code == 429
     assert int(refused["Retry-After"]) > 0
     assert status(plaintext) == 429
-    assert mint(plaintext).status_code == 429
+    assert mint_from(plaintext).status_code == 429
 
 
 def test_jwt_of_a_token_under_the_default_rate_shares_its_budget(alice, issue, settings):
     set_tokens_setting(settings, DEFAULT_TOKEN_RATE="3/h")
     plaintext = issue(alice).plaintext
-    jwt = mint_jwt(plaintext)
+    jwt = mint_jwt_from(plaintext)
     assert [status(jwt), status(jwt), status(jwt), status(plaintext)] == [200, 200, 429, 429]
 
 
 def test_jwts_of_different_tokens_have_separate_budgets(alice, issue):
-    first = mint_jwt(issue(alice, rate_limit="2/h").plaintext)
-    second = mint_jwt(issue(alice, rate_limit="2/h").plaintext)
+    first = mint_jwt_from(issue(alice, rate_limit="2/h").plaintext)
+    second = mint_jwt_from(issue(alice, rate_limit="2/h").plaintext)
     assert [status(first), status(first)] == [200, 429]
     assert status(second) == 200
 
@@ -1141,14 +1109,14 @@ def test_rate_limit_cache_down_is_503_for_the_default_rate(alice, issue, setting
 
 
 def test_rate_limit_cache_down_is_503_for_a_rate_limited_jwt(alice, issue, settings):
-    jwt = mint_jwt(issue(alice, rate_limit="100/h").plaintext)
+    jwt = mint_jwt_from(issue(alice, rate_limit="100/h").plaintext)
     dead_rate_limit_cache(settings)
     assert status(jwt) == 503
 
 
 def test_rate_limit_cache_down_with_fail_open_lets_requests_through(alice, issue, settings):
     plaintext = issue(alice, rate_limit="1/h").plaintext
-    jwt = mint_jwt(plaintext)
+    jwt = mint_jwt_from(plaintext)
     dead_rate_limit_cache(settings)
     settings.RATELIMIT_FAIL_OPEN = True
     assert spend(plaintext, 3) == [200, 200, 200]
@@ -1157,7 +1125,7 @@ def test_rate_limit_cache_down_with_fail_open_lets_requests_through(alice, issue
 
 def test_tokens_without_a_rate_never_touch_the_limiter_cache(alice, issue, settings):
     plaintext = issue(alice, allowed_ips=[V4]).plaintext
-    jwt = mint_jwt(plaintext)
+    jwt = mint_jwt_from(plaintext)
     dead_rate_limit_cache(settings)
     assert spend(plaintext, 3) == [200, 200, 200]
     assert status(jwt) == 200
@@ -1273,7 +1241,7 @@ def test_over_the_rate_costs_one_query(alice, issue, django_assert_num_queries):
 
 
 def test_jwt_with_guardrails_costs_no_query(alice, issue, django_assert_num_queries):
-    jwt = mint_jwt(issue(alice, allowed_ips=[V4], rate_limit="100/h").plaintext)
+    jwt = mint_jwt_from(issue(alice, allowed_ips=[V4], rate_limit="100/h").plaintext)
     with django_assert_num_queries(0):
         assert status(jwt) == 200
         assert status(jwt, "203.0.113.9") == 401

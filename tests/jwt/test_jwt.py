@@ -29,7 +29,19 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from project.notes.models import Note
-from tests.conftest import bearer
+from tests.helpers import (
+    DEAD_REDIS,
+    INVALID_BODY,
+    ISSUER,
+    MINT,
+    NOTES,
+    TOKENS,
+    WHOAMI,
+    assert_invalid,
+    bearer,
+    mint,
+    mint_jwt,
+)
 from tokens_app import services
 from tokens_app.conf import token_settings
 from tokens_app.jwt import access_tokens, denylist, signing_keys
@@ -37,22 +49,10 @@ from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
 
-NOTES = "/api/notes/"
-WHOAMI = "/api/whoami/"
-MINT = "/api/auth/jwt/"
 INTROSPECT = "/api/auth/introspect/"
 JWKS = "/.well-known/jwks.json"
-TOKENS = "/api/tokens/"
-ISSUER = "tokens_app-example"
-INVALID_BODY = {"detail": "Invalid token."}
-INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
 RESPONSE_FIELDS = {"access_token", "token_type", "expires_in", "scope"}
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-DEAD_REDIS = {
-    "BACKEND": "django.core.cache.backends.redis.RedisCache",
-    "LOCATION": "redis://127.0.0.1:1/0",
-    "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -97,16 +97,6 @@ def rfc7638_rsa_thumbprint(private_key: rsa.RSAPrivateKey) -> str:
     return b64url(hashlib.sha256(canonical.encode()).digest())
 
 
-def mint(api: APIClient, plaintext: str, **body: Any) -> Any:
-    return api.post(MINT, body, format="json", **bearer(plaintext))
-
-
-def mint_jwt(api: APIClient, plaintext: str, **body: Any) -> str:
-    response = mint(api, plaintext, **body)
-    assert response.status_code == 200, response.content
-    return response.json()["access_token"]
-
-
 def claims_for(issued: services.IssuedToken, **overrides: Any) -> dict[str, Any]:
     """Claims as the server would mint them for *issued*, now, changed by *overrides*."""
     now = int(time.time())
@@ -149,12 +139,6 @@ def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], secret: bytes)
     signing_input = f"{b64url_json(header)}.{b64url_json(claims)}"
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64url(signature)}"
-
-
-def assert_invalid(response: Any) -> None:
-    assert response.status_code == 401, response.content
-    assert response["WWW-Authenticate"] == INVALID_CHALLENGE
-    assert response.json() == INVALID_BODY
 
 
 def introspect(api: APIClient, caller: str, token: str) -> Any:

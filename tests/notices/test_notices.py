@@ -11,9 +11,8 @@ import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import FrozenInstanceError
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,15 +25,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from tests.conftest import command_line
+from tests.helpers import ROOT, T0, command_line
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services.notices import _notify_owner
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
 NOTICE = TokenEvent.Kind.EXPIRY_NOTICE
 
