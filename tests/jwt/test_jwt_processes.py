@@ -8,7 +8,6 @@ process refuses the token's JWTs within a second. The runnable verifier in
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,10 +82,12 @@ def test_revoke_command_in_another_process_refuses_jwts_within_a_second(embedded
     access = mint_over_http(server, token)
     assert whoami(server, access) == 200
     embedded.manage("revoke_token", key_id, "--reason", "leaked")
-    revoked_at = time.monotonic()
-    while whoami(server, access) != 401:
-        assert time.monotonic() - revoked_at < 1, "JWT still accepted a second after revoke"
-        time.sleep(0.02)
+    live.wait_until(
+        lambda: whoami(server, access) == 401,
+        "the revoked JWT to be refused (it must be within a second)",
+        timeout=1,
+        poll=0.02,
+    )
     # Every worker refuses it, not just the one that happened to answer.
     assert {whoami(server, access) for _ in range(8)} == {401}
 

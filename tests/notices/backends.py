@@ -5,7 +5,6 @@ Named by dotted path in ``EMAIL_BACKEND`` (here and in a child ``manage.py``).
 """
 
 import threading
-import time
 from collections.abc import Sequence
 
 from django.core.mail import EmailMessage
@@ -29,12 +28,16 @@ class FailingForBobBackend(LocmemBackend):
         return super().send_messages(messages)
 
 
-class SlowBackend(LocmemBackend):
-    """Delivers, but slowly: long enough for a concurrent run to reach the same owner."""
+class HeldBackend(LocmemBackend):
+    """Delivers once the test lets go: holds a run inside its transaction, rows locked.
+
+    ``sending`` is set when a run reaches the send; the send waits for ``release``.
+    """
 
     sending = threading.Event()
+    release = threading.Event()
 
     def send_messages(self, messages: Sequence[EmailMessage]) -> int:
         self.sending.set()
-        time.sleep(1)
+        self.release.wait(timeout=60)  # the test sets it, also when it fails
         return super().send_messages(messages)

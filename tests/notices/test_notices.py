@@ -11,8 +11,9 @@ import pytest
 from django.core import mail
 from django.db import connection
 
+from tests import live
 from tests.helpers import T0
-from tests.notices.backends import SlowBackend
+from tests.notices.backends import HeldBackend
 from tests.notices.helpers import NOTICE, WEEK, detail, expiring, notices, run, snapshot
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
@@ -211,11 +212,23 @@ def test_a_notice_recorded_meanwhile_by_another_run_is_not_sent_twice(alice, iss
     assert snapshot() == before
 
 
+def waiting_for_a_lock() -> bool:
+    """True once a connection to this database waits for a lock (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        (waiting,) = cursor.fetchone()
+    return bool(waiting)
+
+
 @pytest.mark.production_profile  # row locks: PostgreSQL; SQLite serialises whole transactions
 @pytest.mark.django_db(transaction=True)  # two connections must see each other's commits
 def test_concurrent_runs_notify_each_token_once(alice, issue, clock, settings):
-    settings.EMAIL_BACKEND = "tests.notices.backends.SlowBackend"
-    SlowBackend.sending.clear()
+    settings.EMAIL_BACKEND = "tests.notices.backends.HeldBackend"
+    HeldBackend.sending.clear()
+    HeldBackend.release.clear()
     token = expiring(issue, alice, timedelta(days=2)).token
     results: list[services.NoticeResult] = []
 
@@ -227,11 +240,17 @@ def test_concurrent_runs_notify_each_token_once(alice, issue, clock, settings):
 
     first = threading.Thread(target=notify)
     first.start()
-    assert SlowBackend.sending.wait(timeout=10)
+    assert HeldBackend.sending.wait(timeout=10)
     # The first run holds alice's token rows and is sending; the second reads her token
     # as due (the first has not committed), waits for the lock, then finds the notice.
-    notify()
-    first.join(timeout=30)
+    second = threading.Thread(target=notify)
+    second.start()
+    try:
+        live.wait_until(waiting_for_a_lock, "the second run to wait for the row locks", timeout=10)
+    finally:
+        HeldBackend.release.set()
+        second.join(timeout=30)
+        first.join(timeout=30)
     assert sorted(r.owners_emailed for r in results) == [0, 1]
     assert [r.failed for r in results] == [(), ()]
     assert len(mail.outbox) == 1
