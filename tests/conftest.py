@@ -1,5 +1,8 @@
 """Shared fixtures: users, a movable clock, token issuing and an API client; the profiles.
 
+Only fixtures and hooks live here: the plain helpers (``bearer``, the admin forms, the
+paths, ``FakeClock``) are in ``tests/helpers.py``, imported like any module.
+
 The suite runs twice (``make test``): on the embedded default (SQLite, local memory)
 and on the production profile (PostgreSQL, Redis). Tests marked ``production_profile``
 need the second (real processes sharing one database and one cache) and say so when
@@ -8,27 +11,16 @@ skipped in the first.
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission
 from django.core.cache import caches
-from django.core.management import load_command_class
-from django.test import Client
 from rest_framework.test import APIClient
 
+from tests.helpers import MODEL_PERMISSIONS, T0, FakeClock, grant, is_production_profile
 from tokens_app import services
 from tokens_app.core import clock as clock_module
-from tokens_app.models import APIToken, TokenEvent
-
-
-def is_production_profile() -> bool:
-    """True when the suite runs on PostgreSQL and Redis."""
-    engine = settings.DATABASES["default"]["ENGINE"]
-    backend = settings.CACHES["default"]["BACKEND"]
-    return engine.endswith("postgresql") and backend.endswith("RedisCache")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,22 +62,9 @@ def _fresh_caches() -> Iterator[None]:
     yield
 
 
-class FakeClock:
-    """A clock that stands still until a test moves it."""
-
-    def __init__(self, start: datetime) -> None:
-        self.current = start
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta: float) -> None:
-        self.current += timedelta(**delta)
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
+    fake = FakeClock(T0)
     monkeypatch.setattr(clock_module, "now", fake)
     return fake
 
@@ -129,32 +108,7 @@ def api() -> APIClient:
     return APIClient()
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-
-
-def command_line(command: str, *args: str) -> Any:
-    """Run a tokens_app command as ``manage.py`` does from a shell; return its exit status.
-
-    Unlike ``call_command``, this goes through ``run_from_argv``: argument errors and
-    ``CommandError`` become one line on stderr and a ``SystemExit``, as operators see them.
-    The command must end by exiting (an error, ``--help``, or its own exit status).
-    """
-    with pytest.raises(SystemExit) as exit_info:
-        load_command_class("tokens_app", command).run_from_argv(["manage.py", command, *args])
-    return exit_info.value.code
-
-
 # --- the admin ------------------------------------------------------------------------------
-
-#: What staff need to use the token console at all (manage-all is on top of these).
-MODEL_PERMISSIONS = ("add_apitoken", "change_apitoken", "view_apitoken", "view_tokenevent")
-
-
-def grant(user: Any, *codenames: str) -> Any:
-    """Give *user* these permissions of any app; return the user."""
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    return user
 
 
 @pytest.fixture
@@ -168,41 +122,3 @@ def manager(django_user_model: Any) -> Any:
     """Staff who is no superuser but holds the manage-all permission."""
     user = django_user_model.objects.create_user("manager", "m@example.com", "pw", is_staff=True)
     return grant(user, *MODEL_PERMISSIONS, "manage_all_tokens")
-
-
-def admin_client(user: Any) -> Client:
-    """A browser-like client logged in as *user*."""
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def issue_data(owner: Any, **overrides: Any) -> dict[str, Any]:
-    """The admin issue form for *owner*, filled in with defaults, with *overrides*."""
-    data = {
-        "owner": owner.pk,
-        "name": "ci",
-        "description": "",
-        "scopes": ["notes:read"],
-        "expiry": "30",
-        "allowed_ips": "",
-        "rate_limit": "",
-    }
-    return {**data, **overrides}
-
-
-def change_data(token: APIToken, **overrides: Any) -> dict[str, Any]:
-    """The admin change form of *token* as submitted unchanged, with *overrides*."""
-    data = {
-        "name": token.name,
-        "description": token.description,
-        "scopes": list(token.scopes),
-        "allowed_ips": "\n".join(token.allowed_ips),
-        "rate_limit": token.rate_limit,
-        "events-TOTAL_FORMS": "0",
-        "events-INITIAL_FORMS": str(TokenEvent.objects.filter(token=token).count()),
-        "events-MIN_NUM_FORMS": "0",
-        "events-MAX_NUM_FORMS": "1000",
-        "_save": "Save",
-    }
-    return {**data, **overrides}

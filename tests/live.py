@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
@@ -93,6 +93,21 @@ class LiveServer:
                 raise AssertionError(f"{len(found)} of {requests} requests for {path} logged")
             time.sleep(POLL_SECONDS)
         return {int(pid) for pid in found}
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, *, timeout: float, poll: float = POLL_SECONDS
+) -> None:
+    """Poll *condition* every *poll* seconds until it holds; fail, never hang, after *timeout*.
+
+    What a test waits for across processes (another worker, a committed revoke) has no
+    clock to move: it polls the condition itself, with a deadline, never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 
 from project.notes.models import Note
 from tests import live
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.parsers import MAX_JSON_DEPTH, TOO_DEEP_MESSAGE
 

@@ -9,15 +9,12 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import bearer
+from tests.helpers import INVALID_BODY, NOTES, bearer
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
-
-NOTES = "/api/notes/"
-INVALID_BODY = {"detail": "Invalid token."}
 
 
 def invalid_challenge(response: Any) -> bool:

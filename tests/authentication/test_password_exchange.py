@@ -4,12 +4,11 @@ import pytest
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.core.cache import cache
 
-from tests.conftest import bearer
+from tests.helpers import EXCHANGE, bearer, exchange
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
 
-URL = "/api/auth/token/"
 INVALID = {"detail": "Invalid username or password."}
 
 
@@ -19,11 +18,6 @@ def fresh_rate_limits():
     cache.clear()
     yield
     cache.clear()
-
-
-def exchange(api, username="alice", password="pw-alice", **fields):
-    body = {"username": username, "password": password, "name": "cli", "scopes": ["notes:read"]}
-    return api.post(URL, {**body, **fields}, format="json", REMOTE_ADDR="10.0.0.1")
 
 
 def test_right_password_gets_a_token_once(api, alice):
@@ -62,7 +56,7 @@ def test_sixth_attempt_is_429_even_with_the_right_password(api, alice):
 def test_limit_is_per_username_across_addresses(api, alice):
     for number in range(5):
         body = {"username": "ALICE ", "password": "x", "name": "n", "scopes": ["notes:read"]}
-        api.post(URL, body, format="json", REMOTE_ADDR=f"10.0.1.{number}")
+        api.post(EXCHANGE, body, format="json", REMOTE_ADDR=f"10.0.1.{number}")
     assert exchange(api).status_code == 429
 
 

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 from rest_framework.views import APIView
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.permissions import HasAnyScope, HasScope, required_scopes
 

@@ -11,20 +11,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.helpers import HOME, INVALID_BODY, INVALID_CHALLENGE, MINT, NOTES, TOKENS, WHOAMI, bearer
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services import authority
 
 pytestmark = pytest.mark.django_db
-
-TOKENS = "/api/tokens/"
-NOTES = "/api/notes/"
-WHOAMI = "/api/whoami/"
-MINT = "/api/auth/jwt/"
-HOME = "10.0.0.1"
-INVALID_BODY = {"detail": "Invalid token."}
-INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
 
 
 def rotate(client: APIClient, caller: str, key_id: str, grace: int = 0, ip: str = HOME) -> Any:

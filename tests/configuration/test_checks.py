@@ -9,6 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from tests import urls_bad_scopes as bad
+from tests.helpers import ids
 from tokens_app.checks import check_deploy, check_settings, check_view_scopes
 
 HASH_KEY = "k" * 32
@@ -23,10 +24,6 @@ def about(view: type, messages: list[CheckMessage] | None = None) -> list[CheckM
     if messages is None:
         messages = check_view_scopes(None)
     return [message for message in messages if message.obj is view]
-
-
-def ids(messages: list[CheckMessage]) -> list[str | None]:
-    return [message.id for message in messages]
 
 
 def with_api_tokens(settings: Any, **changes: Any) -> None:

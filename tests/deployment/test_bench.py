@@ -8,11 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.conftest import is_production_profile
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, is_production_profile
 
 
 def test_bench_quick_run_reports_every_row(tmp_path):

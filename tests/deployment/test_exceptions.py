@@ -1,19 +1,11 @@
 """A database fault on the request path answers a generic 503, never an accept."""
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from django.db import OperationalError, connection
+from django.db import connection
 
-from tests.conftest import bearer
+from tests.helpers import bearer, database_down
 
 pytestmark = pytest.mark.django_db
-
-
-def database_down(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
-    # Django's own instrumentation hook: every statement fails as if the server were gone.
-    raise OperationalError("could not connect to server: secret-internal-detail")
 
 
 def test_database_fault_during_authentication_is_503_without_internals(api, alice, issue):

@@ -10,19 +10,17 @@ from collections.abc import Iterator
 import pytest
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test import override_settings
 
 from tests import live
-from tests.conftest import bearer
+from tests.helpers import EXCHANGE, UNAVAILABLE, bearer, database_down, exchange
 from tokens_app import conf
 from tokens_app.core import tokenstring
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
 from tokens_app.models import APIToken
 
-UNAVAILABLE = {"detail": "The service is temporarily unavailable. Try again shortly."}
 INTERNALS = (b"Traceback", b"psycopg", b"OperationalError", b"connection", b"Error 111")
-EXCHANGE = "/api/auth/token/"
 
 
 def dead_redis_caches() -> dict[str, dict[str, object]]:
@@ -33,11 +31,6 @@ def dead_redis_caches() -> dict[str, dict[str, object]]:
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
-
-
-def exchange(api, password: str = "pw-alice"):
-    body = {"username": "alice", "password": password, "name": "cli", "scopes": ["notes:read"]}
-    return api.post(EXCHANGE, body, format="json")
 
 
 def assert_generic_503(status: int, headers: dict[str, str], body: bytes) -> None:
@@ -122,10 +115,6 @@ def test_database_down_leaves_the_traceback_in_the_server_log(server_without_dat
 # --- the database fails inside this process: the admin and plain views -------------------
 
 
-def database_down(execute, sql, *args):
-    raise OperationalError("could not connect to server: secret-internal-detail")
-
-
 @pytest.mark.django_db
 def test_database_fault_in_the_admin_is_a_503_page(client, superuser):
     client.force_login(superuser)
@@ -170,7 +159,7 @@ def test_redis_down_token_authentication_still_works(api, alice, issue):
 @pytest.mark.django_db
 def test_redis_down_password_exchange_fails_closed_with_503(api, alice):
     with override_settings(CACHES=dead_redis_caches()):
-        response = exchange(api)
+        response = exchange(api, ip="127.0.0.1")
     assert_generic_503(response.status_code, dict(response.headers), response.content)
     assert response.json() == UNAVAILABLE
     assert not APIToken.objects.exists()
@@ -179,7 +168,7 @@ def test_redis_down_password_exchange_fails_closed_with_503(api, alice):
 @pytest.mark.django_db
 def test_redis_down_with_fail_open_policy_lets_the_exchange_through(api, alice):
     with override_settings(CACHES=dead_redis_caches(), RATELIMIT_FAIL_OPEN=True):
-        response = exchange(api)
+        response = exchange(api, ip="127.0.0.1")
     assert response.status_code == 201
     assert APIToken.objects.filter(owner=alice).count() == 1
 

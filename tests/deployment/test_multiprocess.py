@@ -46,11 +46,7 @@ def authorization(token: str) -> dict[str, str]:
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Poll *condition* briefly and often; fail, never hang, if it does not come true."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(POLL_SECONDS)
+    live.wait_until(condition, what, timeout=WAIT_SECONDS, poll=POLL_SECONDS)
 
 
 def test_no_request_started_after_the_revoke_committed_is_accepted(server, alice, issue):

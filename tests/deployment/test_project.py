@@ -4,17 +4,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
 from project.notes.models import Note
-from tests.conftest import bearer
+from tests.helpers import ROOT, bearer
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_other_users_note_is_404_identical_to_missing(api, alice, bob, issue):

@@ -13,35 +13,23 @@ from django.contrib.auth.models import Group, Permission
 from django.core.cache import caches
 from rest_framework.test import APIClient
 
-from tests.conftest import bearer
+from tests.helpers import (
+    NOTES,
+    TOKENS,
+    WHOAMI,
+    assert_invalid,
+    bearer,
+    mint_jwt,
+)
 from tokens_app import services
 from tokens_app.conf import token_settings
 from tokens_app.jwt import signing_keys
 
 pytestmark = pytest.mark.django_db
 
-NOTES = "/api/notes/"
-WHOAMI = "/api/whoami/"
-MINT = "/api/auth/jwt/"
-TOKENS = "/api/tokens/"
-INVALID_BODY = {"detail": "Invalid token."}
-INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
-
-
-def mint(plaintext: str, **body: Any) -> str:
-    response = APIClient().post(MINT, body, format="json", **bearer(plaintext))
-    assert response.status_code == 200, response.content
-    return str(response.json()["access_token"])
-
 
 def status_of(credential: str, path: str = NOTES) -> int:
     return APIClient().get(path, **bearer(credential)).status_code
-
-
-def assert_invalid(response: Any) -> None:
-    assert response.status_code == 401, response.content
-    assert response["WWW-Authenticate"] == INVALID_CHALLENGE
-    assert response.json() == INVALID_BODY
 
 
 def rotate(plaintext: str, key_id: str, grace: int) -> str:
@@ -61,16 +49,18 @@ def writer(alice: Any, issue: Any, clock: Any) -> services.IssuedToken:
 
 
 def test_rotation_without_grace_refuses_older_jwts_at_once(writer, clock):
-    before = mint(writer.plaintext)
+    before = mint_jwt(APIClient(), writer.plaintext)
     assert status_of(before) == 200
     new = rotate(writer.plaintext, writer.token.key_id, grace=0)
     assert_invalid(APIClient().get(NOTES, **bearer(before)))
-    after = mint(new)  # same second: told apart by the secret's version, not the time
+    after = mint_jwt(
+        APIClient(), new
+    )  # same second: told apart by the secret's version, not the time
     assert status_of(after) == 200
 
 
 def test_rotation_grace_lets_older_jwts_finish_then_stops_them(writer, clock):
-    before = mint(writer.plaintext)
+    before = mint_jwt(APIClient(), writer.plaintext)
     new = rotate(writer.plaintext, writer.token.key_id, grace=120)
     clock.advance(seconds=119)
     assert status_of(before) == 200
@@ -81,16 +71,16 @@ def test_rotation_grace_lets_older_jwts_finish_then_stops_them(writer, clock):
 
 def test_jwts_of_the_new_secret_outlive_the_grace(writer, clock):
     new = rotate(writer.plaintext, writer.token.key_id, grace=60)
-    after = mint(new)
+    after = mint_jwt(APIClient(), new)
     clock.advance(seconds=61)
     assert status_of(after) == 200
 
 
 def test_a_second_rotation_ends_the_first_secrets_jwts_at_once(writer, clock):
-    first = mint(writer.plaintext)
+    first = mint_jwt(APIClient(), writer.plaintext)
     second_secret = rotate(writer.plaintext, writer.token.key_id, grace=3600)
     clock.advance(seconds=1)
-    second = mint(second_secret)
+    second = mint_jwt(APIClient(), second_secret)
     third_secret = rotate(second_secret, writer.token.key_id, grace=3600)
     # Only one previous secret is kept: the first is gone, and its JWTs with it.
     assert status_of(writer.plaintext) == 401
@@ -102,7 +92,7 @@ def test_a_second_rotation_ends_the_first_secrets_jwts_at_once(writer, clock):
 
 
 def test_revocation_still_refuses_every_jwt(writer):
-    minted = mint(writer.plaintext)
+    minted = mint_jwt(APIClient(), writer.plaintext)
     services.revoke_token(writer.token)
     assert_invalid(APIClient().get(NOTES, **bearer(minted)))
 
@@ -114,7 +104,7 @@ def test_revocation_still_refuses_every_jwt(writer):
 def auditor(staff: Any, issue: Any, clock: Any) -> str:
     """A JWT of a staff member carrying the staff-only scope audit:read."""
     issued = issue(staff, ["audit:read", "notes:read"])
-    return mint(issued.plaintext)
+    return mint_jwt(APIClient(), issued.plaintext)
 
 
 def scopes_of(credential: str) -> Any:
@@ -137,7 +127,7 @@ def test_saving_an_owner_without_a_demotion_changes_nothing(staff, auditor):
 
 
 def test_deleted_owner_jwts_are_refused(alice, writer):
-    minted = mint(writer.plaintext)
+    minted = mint_jwt(APIClient(), writer.plaintext)
     alice.delete()
     assert status_of(minted) == 401
 
@@ -149,7 +139,7 @@ def test_losing_a_permission_or_group_refuses_the_owners_jwts(alice, issue, how,
     group.permissions.add(permission)
     alice.user_permissions.add(permission)
     alice.groups.add(group)
-    minted = mint(issue(alice, ["notes:read"]).plaintext)
+    minted = mint_jwt(APIClient(), issue(alice, ["notes:read"]).plaintext)
     assert status_of(minted) == 200
     if how == "user_side":
         alice.user_permissions.remove(permission)
@@ -163,7 +153,7 @@ def test_losing_a_permission_or_group_refuses_the_owners_jwts(alice, issue, how,
 
 
 def test_other_users_jwts_are_untouched_by_a_demotion(bob, staff, issue, auditor):
-    bobs = mint(issue(bob, ["notes:read"]).plaintext)
+    bobs = mint_jwt(APIClient(), issue(bob, ["notes:read"]).plaintext)
     staff.is_staff = False
     staff.save()
     assert status_of(bobs) == 200
@@ -248,11 +238,11 @@ def test_jwt_of_a_future_or_a_past_moment_is_refused(writer, clock):
 
 def test_many_rotations_keep_the_deny_entry_small_and_exact(writer, clock):
     secret = writer.plaintext
-    first = mint(secret)
+    first = mint_jwt(APIClient(), secret)
     for _ in range(40):
         clock.advance(seconds=1)
         secret = rotate(secret, writer.token.key_id, grace=600)
-    last = mint(secret)
+    last = mint_jwt(APIClient(), secret)
     cache = caches[token_settings().jwt.deny_list_cache]
     entry = cache.get(f"tokens_app:jwt-deny:{writer.token.key_id}")
     assert len(entry["retired"]) <= 2

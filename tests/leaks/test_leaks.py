@@ -18,16 +18,13 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.conftest import bearer, command_line
+from tests.helpers import NOTES, ROOT, bearer, command_line
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parents[2]
-NOTES = "/api/notes/"
 
 
 def make_token(prefix: str = "tka") -> str:

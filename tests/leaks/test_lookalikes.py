@@ -23,15 +23,12 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from tests import live
-from tests.conftest import bearer, command_line
+from tests.helpers import NOTES, PREFIX, bearer, command_line
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
-
-NOTES = "/api/notes/"
-PREFIX = "tka"
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -10,17 +10,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from tests.conftest import admin_client, bearer, change_data
+from tests.helpers import HOME, MINT, NOTES, TOKENS, admin_client, bearer, change_data
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services import authority
 
 pytestmark = pytest.mark.django_db
-
-TOKENS = "/api/tokens/"
-NOTES = "/api/notes/"
-MINT = "/api/auth/jwt/"
-HOME = "10.0.0.1"
 
 
 def child_of(parent: str, ip: str = HOME, **fields: Any) -> Any:

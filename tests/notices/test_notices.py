@@ -1,100 +1,25 @@
-"""Expiry notices: the service, the email it sends and ``manage.py notify_expiring_tokens``."""
+"""Expiry notices: who is notified, the one email per owner, once per token per window.
 
-import logging
-import os
-import re
-import sqlite3
-import subprocess
-import sys
+Failures and bad input are in ``test_notice_failures.py``; ``manage.py
+notify_expiring_tokens`` and its output in ``test_notice_command.py``.
+"""
+
 import threading
-import time
-from collections.abc import Sequence
-from contextlib import closing
-from dataclasses import FrozenInstanceError
-from datetime import UTC, datetime, timedelta
-from io import StringIO
-from pathlib import Path
-from typing import Any
+from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.core.exceptions import ValidationError
-from django.core.mail import EmailMessage
-from django.core.mail.backends.base import BaseEmailBackend
-from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
-from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.db import connection
 
-from tests.conftest import command_line
+from tests import live
+from tests.helpers import T0
+from tests.notices.backends import HeldBackend
+from tests.notices.helpers import NOTICE, WEEK, detail, expiring, notices, run, snapshot
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services.notices import _notify_owner
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-WEEK = timedelta(days=7)
-NOTICE = TokenEvent.Kind.EXPIRY_NOTICE
-
-
-class FailingBackend(BaseEmailBackend):
-    """A mail server that is down: every send raises, as an SMTP backend would."""
-
-    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        raise ConnectionRefusedError("mail server down")
-
-
-class FailingForBobBackend(LocmemBackend):
-    """Delivers to ``mail.outbox`` but refuses bob's address: one owner fails, not all."""
-
-    def send_messages(self, messages: Sequence[EmailMessage]) -> int:
-        if any("bob@example.com" in message.to for message in messages):
-            raise OSError("mailbox bob@example.com unavailable\nsecond line")
-        return super().send_messages(messages)
-
-
-class SlowBackend(LocmemBackend):
-    """Delivers, but slowly: long enough for a concurrent run to reach the same owner."""
-
-    sending = threading.Event()
-
-    def send_messages(self, messages: Sequence[EmailMessage]) -> int:
-        self.sending.set()
-        time.sleep(1)
-        return super().send_messages(messages)
-
-
-def run(*args: str) -> str:
-    """Run notify_expiring_tokens in-process and return its stdout."""
-    out = StringIO()
-    call_command("notify_expiring_tokens", *args, stdout=out, stderr=StringIO())
-    return out.getvalue()
-
-
-def notices() -> list[tuple[str, dict[str, Any]]]:
-    """Every expiry-notice event as (key id, detail), oldest first."""
-    events = TokenEvent.objects.filter(kind=NOTICE).order_by("pk")
-    return [(e.key_id, e.detail) for e in events]
-
-
-def snapshot() -> tuple[int, int]:
-    """What a run may change: mails sent and events written."""
-    return len(mail.outbox), TokenEvent.objects.count()
-
-
-def expiring(issue: Any, owner: Any, delta: timedelta, **kwargs: Any) -> Any:
-    """Issue a token for *owner* that expires *delta* after T0."""
-    return issue(owner, expires_at=T0 + delta, **kwargs)
-
-
-def detail(token: APIToken, within: timedelta = WEEK) -> dict[str, Any]:
-    assert token.expires_at is not None
-    return {
-        "within_seconds": int(within.total_seconds()),
-        "expires_at": token.expires_at.isoformat(),
-    }
 
 
 # --- who is notified: the window --------------------------------------------------------
@@ -287,11 +212,23 @@ def test_a_notice_recorded_meanwhile_by_another_run_is_not_sent_twice(alice, iss
     assert snapshot() == before
 
 
+def waiting_for_a_lock() -> bool:
+    """True once a connection to this database waits for a lock (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        (waiting,) = cursor.fetchone()
+    return bool(waiting)
+
+
 @pytest.mark.production_profile  # row locks: PostgreSQL; SQLite serialises whole transactions
 @pytest.mark.django_db(transaction=True)  # two connections must see each other's commits
 def test_concurrent_runs_notify_each_token_once(alice, issue, clock, settings):
-    settings.EMAIL_BACKEND = "tests.notices.test_notices.SlowBackend"
-    SlowBackend.sending.clear()
+    settings.EMAIL_BACKEND = "tests.notices.backends.HeldBackend"
+    HeldBackend.sending.clear()
+    HeldBackend.release.clear()
     token = expiring(issue, alice, timedelta(days=2)).token
     results: list[services.NoticeResult] = []
 
@@ -303,11 +240,17 @@ def test_concurrent_runs_notify_each_token_once(alice, issue, clock, settings):
 
     first = threading.Thread(target=notify)
     first.start()
-    assert SlowBackend.sending.wait(timeout=10)
+    assert HeldBackend.sending.wait(timeout=10)
     # The first run holds alice's token rows and is sending; the second reads her token
     # as due (the first has not committed), waits for the lock, then finds the notice.
-    notify()
-    first.join(timeout=30)
+    second = threading.Thread(target=notify)
+    second.start()
+    try:
+        live.wait_until(waiting_for_a_lock, "the second run to wait for the row locks", timeout=10)
+    finally:
+        HeldBackend.release.set()
+        second.join(timeout=30)
+        first.join(timeout=30)
     assert sorted(r.owners_emailed for r in results) == [0, 1]
     assert [r.failed for r in results] == [(), ()]
     assert len(mail.outbox) == 1
@@ -352,327 +295,3 @@ def test_owner_without_email_is_skipped_reported_and_not_recorded(alice, bob, is
     assert services.notify_expiring_tokens(within=WEEK).sent == (
         services.OwnerNotice("bob", (b.key_id,)),
     )
-
-
-# --- failures ---------------------------------------------------------------------------
-
-
-def test_a_failing_mail_server_records_nothing_and_the_command_fails(
-    alice, bob, issue, clock, settings
-):
-    settings.EMAIL_BACKEND = "tests.notices.test_notices.FailingBackend"
-    a = expiring(issue, alice, timedelta(days=2)).token
-    expiring(issue, bob, timedelta(days=3))
-    before = snapshot()
-    out = StringIO()
-    with pytest.raises(CommandError) as error:
-        call_command("notify_expiring_tokens", stdout=out, stderr=StringIO())
-    assert str(error.value) == (
-        "could not email 2 owners (alice, bob); nothing was recorded for them, "
-        "so the next run retries"
-    )
-    lines = out.getvalue().splitlines()
-    assert lines[0].startswith("Emailed 0 owners about 0 tokens expiring by ")
-    assert lines[1] == (
-        f"alice: not sent, ConnectionRefusedError: mail server down; 1 token ({a.key_id})"
-    )
-    assert snapshot() == before
-    # The server is back: the next run sends everything.
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    assert services.notify_expiring_tokens(within=WEEK).owners_emailed == 2
-
-
-def test_one_owner_failing_does_not_stop_the_others(alice, bob, issue, clock, settings, caplog):
-    settings.EMAIL_BACKEND = "tests.notices.test_notices.FailingForBobBackend"
-    a = expiring(issue, alice, timedelta(days=2)).token
-    b = expiring(issue, bob, timedelta(days=3)).token
-    with caplog.at_level(logging.INFO, logger="tokens_app"):
-        result = services.notify_expiring_tokens(within=WEEK)
-    assert result.sent == (services.OwnerNotice("alice", (a.key_id,)),)
-    assert result.failed == (
-        services.NoticeFailure(
-            "bob", (b.key_id,), "OSError: mailbox bob@example.com unavailable second line"
-        ),
-    )
-    assert [m.to for m in mail.outbox] == [["alice@example.com"]]
-    assert [key_id for key_id, _ in notices()] == [a.key_id]
-    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tokens_app"]
-    assert messages[-2] == (
-        logging.WARNING,
-        f"Expiry notice to user pk={bob.pk} not sent: "
-        "OSError: mailbox bob@example.com unavailable second line",
-    )
-    assert messages[-1] == (
-        logging.INFO,
-        "Sent expiry notices to 1 owners for 1 API tokens expiring by "
-        "2030-01-08T12:00:00+00:00 (0 owners without email, 1 failed)",
-    )
-
-
-@pytest.mark.django_db(transaction=True)  # run_from_argv closes connections, as manage.py does
-def test_command_line_failure_exits_non_zero(alice, issue, clock, settings, capsys):
-    settings.EMAIL_BACKEND = "tests.notices.test_notices.FailingBackend"
-    expiring(issue, alice, timedelta(days=2))
-    assert command_line("notify_expiring_tokens") == 1
-    captured = capsys.readouterr()
-    assert captured.err == (
-        "CommandError: could not email 1 owner (alice); nothing was recorded for them, "
-        "so the next run retries\n"
-    )
-    assert "alice: not sent, ConnectionRefusedError: mail server down" in captured.out
-    assert notices() == []
-
-
-# --- bad input --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "within",
-    [
-        timedelta(0),
-        timedelta(seconds=-1),
-        timedelta(days=-7),
-        timedelta(days=365, seconds=1),
-        timedelta(days=400),
-        timedelta(seconds=1, microseconds=1),
-        timedelta(microseconds=1),
-        7,
-        "7d",
-        None,
-    ],
-)
-def test_bad_within_raises_validation_error_and_sends_nothing(alice, issue, clock, within):
-    expiring(issue, alice, timedelta(days=2))
-    before = snapshot()
-    with pytest.raises(ValidationError) as error:
-        services.notify_expiring_tokens(within=within)
-    assert error.value.message_dict == {
-        "within": ["Give a duration in whole seconds, more than zero and at most 365 days."]
-    }
-    assert snapshot() == before
-
-
-@pytest.mark.parametrize("within", [timedelta(seconds=1), timedelta(days=365)])
-def test_within_limits_are_inclusive(alice, issue, clock, within):
-    expiring(issue, alice, within)
-    assert services.notify_expiring_tokens(within=within).tokens_noticed == 1
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ("0d", "--within: invalid duration '0d': use a positive whole number"),
-        ("abc", "--within: invalid duration 'abc': use a positive whole number"),
-        ("", "--within: invalid duration '': use a positive whole number"),
-        ("-7d", "--within: invalid duration '-7d': use a positive whole number"),
-        ("7", "--within: invalid duration '7': use a positive whole number"),
-        (
-            "400d",
-            "invalid --within '400d': Give a duration in whole seconds, more than zero "
-            "and at most 365 days.",
-        ),
-        ("53w", "invalid --within '53w': Give a duration in whole seconds"),
-    ],
-)
-def test_command_bad_within_fails_on_one_line_and_changes_nothing(
-    alice, issue, clock, value, message
-):
-    expiring(issue, alice, timedelta(days=2))
-    before = snapshot()
-    with pytest.raises(CommandError) as error:
-        run(f"--within={value}")
-    assert str(error.value).startswith(message)
-    assert "\n" not in str(error.value)
-    assert snapshot() == before
-
-
-@pytest.mark.django_db(transaction=True)  # run_from_argv closes connections, as manage.py does
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--within", "abc"], "--within: invalid duration 'abc'"),
-        (["--within"], "argument --within: expected one argument"),
-        (["extra"], "unrecognized arguments: extra"),
-    ],
-)
-def test_command_line_error_is_one_stderr_line_exit_non_zero(
-    alice, issue, clock, capsys, args, message
-):
-    expiring(issue, alice, timedelta(days=2))
-    before = snapshot()
-    assert command_line("notify_expiring_tokens", *args) != 0
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert len(captured.err.splitlines()) == 1, captured.err
-    assert message in captured.err
-    assert snapshot() == before
-
-
-# --- the command's output ---------------------------------------------------------------
-
-
-def test_command_prints_a_summary_and_one_line_per_owner(
-    alice, bob, django_user_model, issue, clock
-):
-    a1 = expiring(issue, alice, timedelta(days=1)).token
-    a2 = expiring(issue, alice, timedelta(days=2)).token
-    b = expiring(issue, bob, timedelta(days=3)).token
-    carol = django_user_model.objects.create_user("carol")
-    c = expiring(issue, carol, timedelta(days=4)).token
-    assert run() == (
-        "Emailed 2 owners about 3 tokens expiring by 2030-01-08T12:00:00+00:00; "
-        "1 without an email address skipped, 0 failed.\n"
-        f"alice: 2 tokens ({a1.key_id}, {a2.key_id})\n"
-        f"bob: 1 token ({b.key_id})\n"
-        f"carol: skipped, no email address; 1 token ({c.key_id})\n"
-    )
-    assert run() == (
-        "Emailed 0 owners about 0 tokens expiring by 2030-01-08T12:00:00+00:00; "
-        "1 without an email address skipped, 0 failed.\n"
-        f"carol: skipped, no email address; 1 token ({c.key_id})\n"
-    )
-
-
-def test_command_says_one_owner_in_the_singular(alice, issue, clock):
-    expiring(issue, alice, timedelta(hours=1))
-    assert run("--within", "2h").startswith(
-        "Emailed 1 owner about 1 token expiring by 2030-01-01T14:00:00+00:00; "
-    )
-
-
-def test_command_dry_run_prints_what_would_be_sent(alice, issue, clock):
-    a = expiring(issue, alice, timedelta(days=2)).token
-    before = snapshot()
-    assert run("--dry-run", "--within=3d") == (
-        "Would email 1 owner about 1 token expiring by 2030-01-04T12:00:00+00:00; "
-        "0 without an email address skipped, 0 failed; nothing was sent or recorded.\n"
-        f"alice: 1 token ({a.key_id})\n"
-    )
-    assert snapshot() == before
-
-
-def test_command_output_holds_no_secret(alice, issue, clock):
-    issued = expiring(issue, alice, timedelta(days=2))
-    out = run()
-    assert issued.token.key_id in out
-    assert issued.plaintext not in out
-    assert issued.plaintext.rsplit("_", 1)[-1] not in out
-
-
-def test_command_help_explains_the_window_rule(capsys):
-    assert command_line("notify_expiring_tokens", "--help") == 0
-    text = " ".join(capsys.readouterr().out.split())
-    for part in ("once per window", "sends nothing new", "--dry-run", "default 7d", "365d"):
-        assert part in text
-
-
-# --- the service's result and log -------------------------------------------------------
-
-
-def test_result_is_frozen(alice, issue, clock):
-    result = services.notify_expiring_tokens(within=WEEK, dry_run=True)
-    with pytest.raises(FrozenInstanceError):
-        result.sent = ()  # type: ignore[misc]
-
-
-def test_dry_run_logs_one_info_line(alice, issue, clock, caplog):
-    expiring(issue, alice, timedelta(days=2))
-    with caplog.at_level(logging.INFO, logger="tokens_app"):
-        services.notify_expiring_tokens(within=WEEK, dry_run=True)
-    assert [r.getMessage() for r in caplog.records if r.name == "tokens_app"] == [
-        "Dry run: would send expiry notices to 1 owners for 1 API tokens expiring by "
-        "2030-01-08T12:00:00+00:00 (0 owners without email, 0 failed)"
-    ]
-
-
-# --- a real manage.py process -----------------------------------------------------------
-
-SEED = """
-from datetime import timedelta
-from django.contrib.auth.models import User
-from tokens_app import services
-al = User.objects.create_user("al", "al@example.com")
-services.issue_token(al, name="nightly", scopes=["notes:read"], expires_in=timedelta(days=3))
-services.issue_token(al, name="later", scopes=["notes:read"], expires_in=timedelta(days=30))
-"""
-ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
-
-
-def test_manage_py_notify_expiring_tokens_in_a_child_process(tmp_path):
-    db = tmp_path / "db.sqlite3"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{db}",
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-    }
-    env.pop("DJANGO_EMAIL_BACKEND", None)  # the project's default: the console backend
-
-    def manage(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env={**env, **extra_env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def notices_in_db() -> int:
-        with closing(sqlite3.connect(db)) as con:
-            query = "SELECT COUNT(*) FROM tokens_app_tokenevent WHERE kind = 'expiry_notice'"
-            return int(con.execute(query).fetchone()[0])
-
-    for args in (("migrate", "-v0"), ("shell", "-c", SEED)):
-        result = manage(*args)
-        assert result.returncode == 0, result.stderr
-
-    dry = manage("notify_expiring_tokens", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
-    assert re.fullmatch(
-        f"Would email 1 owner about 1 token expiring by {ISO}; 0 without an email address "
-        r"skipped, 0 failed; nothing was sent or recorded.\nal: 1 token \(\w+\)\n",
-        dry.stdout,
-    )
-    assert notices_in_db() == 0
-
-    real = manage("notify_expiring_tokens")
-    assert real.returncode == 0, real.stderr
-    # The console backend prints the email itself, then the command its summary.
-    assert "Subject: Your API token expires soon" in real.stdout
-    assert "To: al@example.com" in real.stdout
-    assert "- Token you named “nightly” (key id " in real.stdout
-    assert "later" not in real.stdout
-    assert "POST /api/tokens/" in real.stdout
-    assert re.search(
-        f"\nEmailed 1 owner about 1 token expiring by {ISO}; 0 without an email address "
-        r"skipped, 0 failed.\nal: 1 token \(\w+\)\n$",
-        real.stdout,
-    )
-    assert notices_in_db() == 1
-
-    again = manage("notify_expiring_tokens")
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("Emailed 0 owners about 0 tokens ")
-    assert "Subject:" not in again.stdout
-    assert notices_in_db() == 1
-
-    wider = manage(
-        "notify_expiring_tokens",
-        "--within=31d",
-        DJANGO_EMAIL_BACKEND="tests.notices.test_notices.FailingBackend",
-    )
-    assert wider.returncode == 1
-    assert wider.stderr.splitlines()[-1] == (
-        "CommandError: could not email 1 owner (al); nothing was recorded for them, "
-        "so the next run retries"
-    )
-    assert "al: not sent, ConnectionRefusedError: mail server down; 2 tokens (" in wider.stdout
-    assert notices_in_db() == 1
-
-    bad = manage("notify_expiring_tokens", "--within", "400d")
-    assert bad.returncode != 0
-    assert bad.stdout == ""
-    assert len(bad.stderr.splitlines()) == 1, bad.stderr
-    assert "invalid --within '400d': Give a duration in whole seconds" in bad.stderr
-    assert notices_in_db() == 1

@@ -9,9 +9,8 @@ import subprocess
 import sys
 from contextlib import closing, suppress
 from dataclasses import FrozenInstanceError
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,15 +20,12 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.conftest import command_line
+from tests.helpers import ROOT, T0, command_line
 from tokens_app import services
 from tokens_app.management.commands.prune_tokens import Command
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 class TTY(StringIO):

@@ -15,16 +15,13 @@ from django.core.management.base import CommandError
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.conftest import admin_client, bearer, grant
+from tests.helpers import ADMIN_LIST, WHOAMI, admin_client, bearer, grant, mint_jwt
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 
 pytestmark = pytest.mark.django_db
 
-WHOAMI = "/api/whoami/"
 REVOKE_ALL = "/api/tokens/revoke-all/"
-MINT = "/api/auth/jwt/"
-ADMIN_LIST = "/admin/tokens_app/apitoken/"
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -49,12 +46,6 @@ def state() -> list[tuple[Any, ...]]:
 
 def revoked_events(token: APIToken) -> list[TokenEvent]:
     return list(TokenEvent.objects.filter(token=token, kind="revoked"))
-
-
-def mint_jwt(plaintext: str) -> str:
-    response = APIClient().post(MINT, {}, format="json", **bearer(plaintext))
-    assert response.status_code == 200, response.content
-    return str(response.json()["access_token"])
 
 
 def admin_url(owner_id: Any) -> str:
@@ -170,8 +161,8 @@ def test_service_permission_is_checked_before_the_reason(alice, bob, issue):
 def test_jwts_minted_from_the_tokens_are_refused_after_revoke_all(alice, bob, issue):
     first, second = issue(alice), issue(alice, ["notes:read", "tokens:read"])
     theirs = issue(bob)
-    jwts = [mint_jwt(first.plaintext), mint_jwt(second.plaintext)]
-    bob_jwt = mint_jwt(theirs.plaintext)
+    jwts = [mint_jwt(APIClient(), first.plaintext), mint_jwt(APIClient(), second.plaintext)]
+    bob_jwt = mint_jwt(APIClient(), theirs.plaintext)
     assert all(works(jwt) for jwt in jwts)
     assert services.revoke_all_tokens(alice, actor=alice) == 2
     for jwt in jwts:
@@ -188,7 +179,7 @@ def test_api_revokes_every_token_including_the_calling_one(alice, bob, issue):
     caller = issue(alice, ["tokens:write"])
     others = [issue(alice), issue(alice, ["notes:write"])]
     theirs = issue(bob)
-    jwt = mint_jwt(others[0].plaintext)
+    jwt = mint_jwt(APIClient(), others[0].plaintext)
     response = APIClient().post(
         REVOKE_ALL, {"reason": "compromised"}, format="json", REMOTE_ADDR="192.0.2.5",
         **bearer(caller.plaintext),
@@ -246,7 +237,7 @@ def test_api_without_tokens_write_is_403_and_changes_nothing(alice, issue, scope
 
 def test_api_refuses_a_jwt_and_changes_nothing(alice, issue):
     caller = issue(alice, ["tokens:write"])
-    jwt = mint_jwt(caller.plaintext)
+    jwt = mint_jwt(APIClient(), caller.plaintext)
     before = state()
     response = APIClient().post(REVOKE_ALL, {}, format="json", **bearer(jwt))
     assert response.status_code == 401

@@ -28,7 +28,7 @@ from django.core.management.base import SystemCheckError
 from django.test import RequestFactory
 from django_ratelimit.core import get_usage
 
-from tests.conftest import bearer, is_production_profile
+from tests.helpers import EXCHANGE, ROOT, WHOAMI, bearer, ids, is_production_profile, mint_jwt
 from tokens_app import services
 from tokens_app.cache import NonCullingFileBasedCache, NonCullingLocMemCache
 from tokens_app.checks import check_caches
@@ -36,23 +36,9 @@ from tokens_app.core.retention import RedisEviction
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
-MINT = "/api/auth/jwt/"
-WHOAMI = "/api/whoami/"
-EXCHANGE = "/api/auth/token/"
 READY = "/health/ready/"
 FLOOD = 320  # past MAX_ENTRIES (300), as in the report
 DJANGO = "django.core.cache.backends."
-
-
-def mint_jwt(api: Any, plaintext: str) -> str:
-    response = api.post(MINT, {}, format="json", **bearer(plaintext))
-    assert response.status_code == 200, response.content
-    return str(response.json()["access_token"])
-
-
-def ids(messages: list[Any]) -> list[str | None]:
-    return [message.id for message in messages]
 
 
 # --- 6(b): a flood of revocations, over HTTP, on the profile's real deny-list cache --------

@@ -24,6 +24,7 @@ from django.urls import NoReverseMatch, reverse
 from rest_framework.test import APIClient
 
 from tests import live
+from tests.helpers import exchange
 from tokens_app.exceptions import RETRY_AFTER_SECONDS
 from tokens_app.login import throttle_admin_site, throttled_login, throttled_password_change
 from tokens_app.models import APIToken
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.django_db
 
 LOGIN = "/admin/login/"
 PASSWORD_CHANGE = "/admin/password_change/"
-EXCHANGE = "/api/auth/token/"
 ATTACKER, ELSEWHERE = "10.0.0.1", "10.9.9.9"
 NEW_PASSWORD = "An0ther-long-passphrase"
 
@@ -56,11 +56,6 @@ def log_in(client: Client, username: str = "staff", password: str = "pw-staff", 
 def change_password(client: Client, old_password: str, ip: str = ATTACKER):
     form = {"old_password": old_password, "new_password1": NEW_PASSWORD}
     return client.post(PASSWORD_CHANGE, {**form, "new_password2": NEW_PASSWORD}, REMOTE_ADDR=ip)
-
-
-def exchange(username: str, password: str, ip: str = ATTACKER):
-    body = {"username": username, "password": password, "name": "cli", "scopes": ["notes:read"]}
-    return APIClient().post(EXCHANGE, body, format="json", REMOTE_ADDR=ip)
 
 
 def logged_in(client: Client) -> bool:
@@ -142,11 +137,11 @@ def test_limit_is_per_address_across_usernames(staff):
 
 def test_login_and_password_exchange_share_one_budget(staff):
     for number in range(5):
-        assert exchange("staff", "guess", ip=f"10.0.2.{number}").status_code == 400
+        assert exchange(APIClient(), "staff", "guess", ip=f"10.0.2.{number}").status_code == 400
     assert log_in(Client(), ip=ELSEWHERE).status_code == 429
     for number in range(5):
         assert log_in(Client(), "alice", "guess", ip=f"10.0.3.{number}").status_code == 200
-    assert exchange("alice", "pw-alice", ip=ELSEWHERE).status_code == 429
+    assert exchange(APIClient(), "alice", "pw-alice", ip=ELSEWHERE).status_code == 429
 
 
 def test_showing_the_login_page_is_not_an_attempt(staff):
@@ -281,7 +276,7 @@ def post_admin_login(username: str, password: str, ip: str) -> int:
 
 
 def post_exchange(username: str, password: str, ip: str) -> int:
-    return exchange(username, password, ip=ip).status_code
+    return exchange(APIClient(), username, password, ip=ip).status_code
 
 
 @pytest.fixture(params=["configured cache", "local memory, 300 entries, culling"])

@@ -5,6 +5,7 @@ import re
 import pytest
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from tests.helpers import FAST_ARGON2, SECRET
 from tokens_app import conf
 from tokens_app.core import hashing, tokenstring
 from tokens_app.core.hashing import HMACSHA256Hasher
@@ -12,9 +13,7 @@ from tokens_app.core.hashing import HMACSHA256Hasher
 OLD_KEY = "old-hash-key-" + "o" * 32
 NEW_KEY = "new-hash-key-" + "n" * 32
 OTHER_KEY = "other-hash-key-" + "x" * 32
-FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 HMAC_FORMAT = re.compile(r"\$hmac-sha256\$k=[0-9a-f]{8}\$[0-9a-f]{64}")
-SECRET = "0123456789abcdefghijABCDEFGHIJxy"
 
 
 def _configure(settings, **overrides):

@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import PREFIX, SECRET
 from tokens_app.core import tokenstring
 
-PREFIX = "tka"
 KEY_ID = "AbCdEfGhIjKl"
-SECRET = "0123456789abcdefghijABCDEFGHIJxy"
 VALID = tokenstring.assemble(PREFIX, KEY_ID, SECRET)
 BODY_START = len(PREFIX) + 1
 SECRET_START = BODY_START + tokenstring.KEY_ID_LENGTH

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +24,13 @@ from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext, isolate_apps, override_settings
 from django.utils.dateparse import parse_datetime
 
+from tests.helpers import ROOT
 from tokens_app import lookup, services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[2]
 CUSTOM_USER = "custom_user.Person"
 
 

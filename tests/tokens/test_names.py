@@ -8,7 +8,7 @@ their names, still work everywhere, and are shown as quoted, neutralised labels.
 
 import json
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
@@ -17,7 +17,20 @@ from django.core import mail
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
-from tests.conftest import admin_client, bearer, change_data, command_line, issue_data
+from tests.helpers import (
+    ADMIN_ADD,
+    ADMIN_LIST,
+    EXCHANGE,
+    T0,
+    TOKENS,
+    admin_client,
+    bearer,
+    change_data,
+    command_line,
+    counts,
+    form_errors,
+    issue_data,
+)
 from tokens_app import services
 from tokens_app.core import labels
 from tokens_app.models import APIToken, TokenEvent
@@ -28,11 +41,6 @@ MESSAGE = (
     "A name cannot contain / or control characters (line breaks, tabs, invisible "
     "formatting such as text-direction marks)."
 )
-LIST = "/api/tokens/"
-EXCHANGE = "/api/auth/token/"
-ADMIN_LIST = "/admin/tokens_app/apitoken/"
-ADMIN_ADD = f"{ADMIN_LIST}add/"
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 BAD_NAMES = [
     pytest.param("prod/eu", id="slash"),
@@ -63,10 +71,6 @@ HOSTILE = {
     "separator": "line\u2028URGENT\u2029call us",
     "markup": "R&D <team>",
 }
-
-
-def counts() -> tuple[int, int]:
-    return APIToken.objects.count(), TokenEvent.objects.count()
 
 
 def legacy(token: APIToken, name: str) -> APIToken:
@@ -132,7 +136,7 @@ def test_the_message_is_translatable():
 def test_api_create_refuses_the_name(api, alice, name):
     api.force_login(alice)
     before = counts()
-    response = api.post(LIST, {"name": name, "scopes": ["notes:read"]}, format="json")
+    response = api.post(TOKENS, {"name": name, "scopes": ["notes:read"]}, format="json")
     assert response.status_code == 400
     assert response.json() == {"name": [MESSAGE]}
     assert counts() == before
@@ -142,7 +146,7 @@ def test_api_create_with_a_token_refuses_the_name(api, alice, issue):
     parent = issue(alice, scopes=["notes:read", "tokens:write"]).plaintext
     before = counts()
     body = {"name": "see https://evil.example/x", "scopes": ["notes:read"]}
-    response = api.post(LIST, body, format="json", **bearer(parent))
+    response = api.post(TOKENS, body, format="json", **bearer(parent))
     assert (response.status_code, response.json()) == (400, {"name": [MESSAGE]})
     assert counts() == before
 
@@ -151,7 +155,7 @@ def test_api_create_with_a_token_refuses_the_name(api, alice, issue):
 def test_api_patch_refuses_renaming_to_the_name(api, alice, issue, name):
     token = issue(alice, name="fine").token
     api.force_login(alice)
-    response = api.patch(f"{LIST}{token.key_id}/", {"name": name}, format="json")
+    response = api.patch(f"{TOKENS}{token.key_id}/", {"name": name}, format="json")
     assert (response.status_code, response.json()) == (400, {"name": [MESSAGE]})
     assert APIToken.objects.get(pk=token.pk).name == "fine"
 
@@ -164,12 +168,6 @@ def test_password_exchange_refuses_the_name(api, alice):
     )
     assert (response.status_code, response.json()) == (400, {"name": [MESSAGE]})
     assert counts() == before
-
-
-def form_errors(response: Any) -> dict[str, list[str]]:
-    context = response.context
-    form = context["adminform"].form if "adminform" in context else context["form"]
-    return {field: [str(m) for m in messages] for field, messages in form.errors.items()}
 
 
 @pytest.mark.parametrize("name", ["prod/eu", "bidi\u202eoverride", "bell\x07"])
@@ -214,14 +212,14 @@ def old(alice, issue):
 
 def test_a_legacy_name_is_listed_by_the_api(api, alice, old):
     api.force_login(alice)
-    response = api.get(LIST)
+    response = api.get(TOKENS)
     assert response.status_code == 200
     assert [row["name"] for row in response.json()["results"]] == ["team/prod: deploy"]
 
 
 def test_a_patch_that_resends_the_legacy_name_is_not_refused(api, alice, old):
     api.force_login(alice)
-    url = f"{LIST}{old.key_id}/"
+    url = f"{TOKENS}{old.key_id}/"
     response = api.patch(url, {"name": old.name}, format="json")
     assert response.status_code == 200
     assert not TokenEvent.objects.filter(kind="updated").exists()
@@ -233,7 +231,7 @@ def test_a_patch_that_resends_the_legacy_name_is_not_refused(api, alice, old):
 
 def test_a_legacy_name_can_be_renamed_away_from(api, alice, old):
     api.force_login(alice)
-    response = api.patch(f"{LIST}{old.key_id}/", {"name": "team-prod: deploy"}, format="json")
+    response = api.patch(f"{TOKENS}{old.key_id}/", {"name": "team-prod: deploy"}, format="json")
     assert response.status_code == 200
     event = TokenEvent.objects.get(kind="updated")
     assert event.detail["name"] == {"from": "team/prod: deploy", "to": "team-prod: deploy"}
@@ -259,7 +257,7 @@ def test_hostile_legacy_names_break_nothing_in_admin_or_api(api, alice, superuse
     assert "<team>" not in listing.content.decode()  # the admin escapes as ever
     assert client.get(f"{ADMIN_LIST}{token.pk}/change/").status_code == 200
     api.force_login(alice)
-    assert api.get(f"{LIST}{token.key_id}/").json()["name"] == name
+    assert api.get(f"{TOKENS}{token.key_id}/").json()["name"] == name
 
 
 def test_list_tokens_prints_one_plain_line_per_token_whatever_the_names(alice, issue):

@@ -8,7 +8,7 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens_app import services
 from tokens_app.core import tokenstring
 

@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from tests.conftest import bearer
+from tests.helpers import FAST_ARGON2, bearer
 from tokens_app import lookup, services
 from tokens_app.conf import token_settings
 from tokens_app.core import tokenstring
@@ -30,7 +30,6 @@ from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
 
-FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 #: (where, method, the stored value's shape: algorithm, parameters and key id, no digest)
 Call = tuple[str, str, str | None]
 
