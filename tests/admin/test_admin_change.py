@@ -15,6 +15,7 @@ from tests.admin.helpers import (
 from tests.helpers import change_data, grant
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -104,8 +105,8 @@ def test_change_refused_by_the_service_claims_no_success(client, superuser, alic
 
 
 def test_change_page_shows_events_and_never_the_hash(client, superuser, alice, issue):
-    token = issue(alice, actor=superuser).token
-    services.update_token(token, actor=superuser, name="renamed")
+    token = issue(alice, caller=Caller(user=superuser)).token
+    services.update_token(token, caller=Caller(user=superuser), name="renamed")
     client.force_login(superuser)
     response = client.get(token_url(token))
     content = response.content.decode()
@@ -255,8 +256,8 @@ def test_bulk_revoke_with_overlong_reason_asks_again(client, superuser, alice, i
 
 
 def test_event_list_is_read_only_with_filters(client, superuser, alice, issue):
-    token = issue(alice, actor=superuser).token
-    services.revoke_token(token, actor=superuser)
+    token = issue(alice, caller=Caller(user=superuser)).token
+    services.revoke_token(token, caller=Caller(user=superuser))
     event = TokenEvent.objects.get(kind="issued")
     client.force_login(superuser)
     response = client.get(EVENTS_URL)

@@ -10,6 +10,7 @@ from tests.admin.helpers import ADD_URL, LIST_URL, MISSING_PK, issued_token, pag
 from tests.helpers import grant, issue_data
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -197,9 +198,9 @@ def test_changelist_query_count_does_not_grow_with_rows(client, superuser, alice
 
     def add(n):
         for i in range(n):
-            token = issue(alice if i % 2 else bob, actor=superuser).token
+            token = issue(alice if i % 2 else bob, caller=Caller(user=superuser)).token
             if i % 3 == 0:
-                services.revoke_token(token, actor=superuser)
+                services.revoke_token(token, caller=Caller(user=superuser))
 
     add(5)
     small = count_queries()

@@ -13,6 +13,7 @@ from tests.helpers import TOKENS, WHOAMI, bearer, counts
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +115,7 @@ def test_invalid_token_is_401(api, alice, issue):
 def test_token_endpoints_require_scopes(api, alice, issue, held, method, target, allowed):
     caller = issue(alice, held)
     # A token the caller created: one it may act on once it has the scope.
-    other = issue(alice, held, parent=caller.token).token
+    other = issue(alice, held, caller=Caller(presented=caller.token)).token
     path = {
         "list": TOKENS,
         "detail": detail(other.key_id),

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import OperationalError
 from rest_framework import exceptions
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens_app import services
 from tokens_app.exceptions import ServiceUnavailable, api_error
 from tokens_app.jwt.denylist import DenyListUnavailable

@@ -15,6 +15,7 @@ from tests.helpers import HOME, INVALID_BODY, INVALID_CHALLENGE, MINT, NOTES, TO
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services import authority
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -348,9 +349,11 @@ def test_a_token_never_acts_for_another_owner(alice, bob, issue, action):
 def test_managers_token_acts_only_for_its_owner(alice, superuser, issue):
     manager_token = issue(superuser, ["tokens:write"]).token
     with pytest.raises(authority.NotPermitted):
-        services.revoke_token(issue(alice).token, actor=superuser, parent=manager_token)
+        services.revoke_token(
+            issue(alice).token, caller=Caller(user=superuser, presented=manager_token)
+        )
     # The same manager in a session (the admin) may.
-    assert services.revoke_token(issue(alice).token, actor=superuser) is True
+    assert services.revoke_token(issue(alice).token, caller=Caller(user=superuser)) is True
 
 
 def test_only_an_api_token_mints_jwts(alice):
@@ -407,13 +410,16 @@ def test_an_old_secret_rotated_away_mid_request_creates_nothing(alice, issue, cl
     # rotated again (that stops the old secret): the locked re-read refuses the child.
     root = issue(alice, ["tokens:write", "notes:read"], expires_in=timedelta(days=30))
     old = root.plaintext
-    services.rotate_token(root.token, actor=alice, grace_seconds=3600)
+    services.rotate_token(root.token, caller=Caller(user=alice), grace_seconds=3600)
     presented = services.authenticate_token(old)
     assert presented is not None and presented.presented_grace_until is not None
-    services.rotate_token(root.token, actor=alice, grace_seconds=0)
+    services.rotate_token(root.token, caller=Caller(user=alice), grace_seconds=0)
     with pytest.raises(ValidationError, match="no longer active"):
         services.issue_token(
-            alice, name="late", scopes=["notes:read"], actor=alice, parent=presented
+            alice,
+            name="late",
+            scopes=["notes:read"],
+            caller=Caller(user=alice, presented=presented),
         )
     assert not APIToken.objects.filter(name="late").exists()
 

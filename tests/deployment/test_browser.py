@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from tokens_app import services
 from tokens_app.models import APIToken
+from tokens_app.services.caller import Caller, Via
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -101,15 +102,29 @@ def status_rows(admin_user: Any, django_user_model: Any) -> None:
     bob = django_user_model.objects.create_user("bob", "bob@example.com", "pw")
     issue = services.issue_token
     scopes = ["notes:read", "notes:write"]
-    laptop = issue(alice, name="laptop", scopes=scopes, actor=admin_user, via="admin")
+    laptop = issue(
+        alice, name="laptop", scopes=scopes, caller=Caller(user=admin_user, via=Via.ADMIN)
+    )
     services.authenticate_token(laptop.plaintext, ip="203.0.113.7")  # fills "last used"
     issue(
-        alice, name="ci-deploy", scopes=scopes[:1], expires_in=timedelta(days=3), actor=admin_user
+        alice,
+        name="ci-deploy",
+        scopes=scopes[:1],
+        expires_in=timedelta(days=3),
+        caller=Caller(user=admin_user),
     )
-    issue(bob, name="reporting", scopes=scopes[:1], expires_in=timedelta(days=90), actor=admin_user)
-    lost = issue(bob, name="old-laptop", scopes=scopes[1:], actor=admin_user).token
-    services.revoke_token(lost, actor=admin_user, reason="laptop lost", via="admin")
-    expired = issue(alice, name="2023-import", scopes=scopes[:1], actor=admin_user).token
+    issue(
+        bob,
+        name="reporting",
+        scopes=scopes[:1],
+        expires_in=timedelta(days=90),
+        caller=Caller(user=admin_user),
+    )
+    lost = issue(bob, name="old-laptop", scopes=scopes[1:], caller=Caller(user=admin_user)).token
+    services.revoke_token(lost, caller=Caller(user=admin_user, via=Via.ADMIN), reason="laptop lost")
+    expired = issue(
+        alice, name="2023-import", scopes=scopes[:1], caller=Caller(user=admin_user)
+    ).token
     APIToken.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=2))
 
 

@@ -18,6 +18,7 @@ from tests import live
 from tokens_app import services
 from tokens_app.conf import token_settings
 from tokens_app.models import APIToken
+from tokens_app.services.caller import Caller, Via
 
 pytestmark = [pytest.mark.production_profile, pytest.mark.django_db(transaction=True)]
 
@@ -65,7 +66,7 @@ def test_no_request_started_after_the_revoke_committed_is_accepted(server, alice
         thread.start()
     try:
         wait_for(lambda: sum(s == 200 for _, s in results) >= 20, "accepted requests under load")
-        services.revoke_token(issued.token, reason="revoked under load", via="test")
+        services.revoke_token(issued.token, reason="revoked under load", caller=Caller(via=Via.API))
         committed = time.monotonic()  # revoke_token returns after its transaction commits
         wait_for(lambda: sum(t > committed for t, _ in results) >= 40, "requests after revoke")
     finally:

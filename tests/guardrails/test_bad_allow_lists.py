@@ -21,6 +21,7 @@ from tests.helpers import (
     issue_data,
 )
 from tokens_app import services
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -197,6 +198,6 @@ def test_service_update_refuses_bad_entries_and_leaves_the_row(alice, issue, ent
     token = issue(alice, allowed_ips=["192.0.2.0/24"]).token
     before = snapshot(token)
     with pytest.raises(ValidationError) as info:
-        services.update_token(token, actor=alice, name="renamed", allowed_ips=[entry])
+        services.update_token(token, caller=Caller(user=alice), name="renamed", allowed_ips=[entry])
     assert any(message in m for m in info.value.message_dict["allowed_ips"])
     assert snapshot(token) == before

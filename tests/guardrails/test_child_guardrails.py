@@ -13,6 +13,7 @@ from tests.guardrails.helpers import V4, V6, snapshot, status
 from tests.helpers import HOME, TOKENS, assert_invalid, bearer, counts, detail_url
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +71,9 @@ def test_child_of_a_restricted_token_cannot_widen(restricted_parent, wider):
 
 def test_restricted_token_cannot_widen_another_token_by_patch(alice, issue, restricted_parent):
     # A token it created (one it may change at all), narrower than itself.
-    sibling = issue(alice, allowed_ips=["10.5.0.0/16"], parent=restricted_parent.token).token
+    sibling = issue(
+        alice, allowed_ips=["10.5.0.0/16"], caller=Caller(presented=restricted_parent.token)
+    ).token
     before = snapshot(sibling)
     for wider in (["0.0.0.0/0"], ["10.5.0.0/16", "192.0.2.0/24"], [V6]):
         response = APIClient().patch(
@@ -101,7 +104,7 @@ def test_restricted_token_cannot_change_a_wider_sibling(alice, issue, restricted
 
 
 def test_restricted_token_cannot_open_a_sibling_wider_than_itself(alice, issue, restricted_parent):
-    sibling = issue(alice, allowed_ips=[V4], parent=restricted_parent.token).token
+    sibling = issue(alice, allowed_ips=[V4], caller=Caller(presented=restricted_parent.token)).token
     before = snapshot(sibling)
     response = APIClient().patch(
         detail_url(sibling.key_id),
@@ -130,7 +133,7 @@ def test_restricted_token_cannot_widen_itself(restricted_parent):
 
 
 def test_restricted_token_may_narrow_another_token(alice, issue, restricted_parent):
-    sibling = issue(alice, parent=restricted_parent.token).token
+    sibling = issue(alice, caller=Caller(presented=restricted_parent.token)).token
     response = APIClient().patch(
         detail_url(sibling.key_id),
         {"allowed_ips": ["10.7.0.0/16"]},
@@ -185,7 +188,7 @@ def test_child_of_a_rate_limited_token_cannot_loosen(limited_parent, looser):
 
 
 def test_rate_limited_token_cannot_loosen_another_token(alice, issue, limited_parent):
-    sibling = issue(alice, rate_limit="5/h", parent=limited_parent.token).token
+    sibling = issue(alice, rate_limit="5/h", caller=Caller(presented=limited_parent.token)).token
     before = snapshot(sibling)
     response = APIClient().patch(
         detail_url(sibling.key_id),

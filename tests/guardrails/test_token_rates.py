@@ -45,6 +45,7 @@ from tests.helpers import (
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -146,7 +147,9 @@ def test_owner_cannot_set_a_looser_rate_than_the_default(alice, default_rate, lo
     assert response.json()["rate_limit"] == ["The rate may be at most 2/m."]
     assert counts() == (0, 0)
     with pytest.raises(ValidationError):
-        services.issue_token(alice, name="x", scopes=["notes:read"], rate_limit=looser, actor=alice)
+        services.issue_token(
+            alice, name="x", scopes=["notes:read"], rate_limit=looser, caller=Caller(user=alice)
+        )
     assert counts() == (0, 0)
 
 

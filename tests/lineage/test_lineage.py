@@ -14,6 +14,7 @@ from tests.helpers import HOME, MINT, NOTES, TOKENS, admin_client, bearer, chang
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
 from tokens_app.services import authority
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -146,7 +147,7 @@ def test_revoking_a_child_leaves_its_parent(api, family):
 
 
 def test_revoke_all_counts_every_token_once(alice, family):
-    assert services.revoke_all_tokens(alice, actor=alice) == 4
+    assert services.revoke_all_tokens(alice, caller=Caller(user=alice)) == 4
     assert not APIToken.objects.usable().exists()
 
 
@@ -157,7 +158,9 @@ def test_a_child_cannot_appear_under_a_revoked_parent(alice, issue):
     before = APIToken.objects.count()
     # The request authenticated just before the revoke committed: it must still not mint.
     with pytest.raises(ValidationError):
-        services.issue_token(alice, name="late", scopes=["notes:read"], actor=alice, parent=stale)
+        services.issue_token(
+            alice, name="late", scopes=["notes:read"], caller=Caller(user=alice, presented=stale)
+        )
     assert APIToken.objects.count() == before
 
 
@@ -242,7 +245,11 @@ def test_a_rename_refuses_no_jwt(api, alice, issue):
 def test_clamp_child_keeps_what_fits(alice, issue):
     parent = issue(alice, ["notes:write"], allowed_ips=["10.0.0.0/8"], rate_limit="5/m").token
     child = issue(
-        alice, ["notes:read"], allowed_ips=["10.0.0.0/8"], rate_limit="5/m", parent=parent
+        alice,
+        ["notes:read"],
+        allowed_ips=["10.0.0.0/8"],
+        rate_limit="5/m",
+        caller=Caller(presented=parent),
     ).token
     assert authority.clamp_child(child, parent) == {}
     assert child.expires_at is not None and child.expires_at <= parent.expires_at

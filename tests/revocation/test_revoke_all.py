@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from tests.helpers import ADMIN_LIST, WHOAMI, admin_client, bearer, grant, mint_jwt
 from tokens_app import services
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller, Via
 
 pytestmark = pytest.mark.django_db
 
@@ -61,7 +62,7 @@ def estate(alice: Any, bob: Any, issue: Any, clock: Any) -> dict[str, Any]:
     ]
     expired = issue(alice, expires_in=timedelta(hours=1))
     old = issue(alice)
-    services.revoke_token(old.token, reason="old", via="code")
+    services.revoke_token(old.token, reason="old", caller=Caller())
     clock.advance(days=1)  # the expired one has expired; the others live 30 days
     return {"active": active, "expired": expired, "old": old, "bob": issue(bob)}
 
@@ -73,7 +74,7 @@ def test_service_revokes_every_unrevoked_token_of_the_owner(estate, alice, clock
     old = APIToken.objects.get(pk=estate["old"].token.pk)
     old_events = TokenEvent.objects.filter(token=old).count()
     revoked = services.revoke_all_tokens(
-        alice, actor=alice, reason="laptop stolen", ip="192.0.2.7", via="api"
+        alice, caller=Caller(user=alice, ip="192.0.2.7", via=Via.API), reason="laptop stolen"
     )
     assert revoked == 3  # two active and the expired one
     for issued in [*estate["active"], estate["expired"]]:
@@ -96,14 +97,14 @@ def test_service_revokes_every_unrevoked_token_of_the_owner(estate, alice, clock
 
 
 def test_service_second_call_revokes_nothing_and_records_nothing(estate, alice):
-    assert services.revoke_all_tokens(alice, actor=alice) == 3
+    assert services.revoke_all_tokens(alice, caller=Caller(user=alice)) == 3
     before = state()
-    assert services.revoke_all_tokens(alice, actor=alice) == 0
+    assert services.revoke_all_tokens(alice, caller=Caller(user=alice)) == 0
     assert state() == before
 
 
 def test_service_owner_without_tokens_is_zero(bob):
-    assert services.revoke_all_tokens(bob, actor=bob) == 0
+    assert services.revoke_all_tokens(bob, caller=Caller(user=bob)) == 0
     assert not TokenEvent.objects.exists()
 
 
@@ -121,7 +122,7 @@ def test_service_refuses_an_actor_who_may_not_manage_the_owner(
     actor = {"bob": bob, "staff": staff}[actor_name]
     before = state()
     with pytest.raises(PermissionDenied):
-        services.revoke_all_tokens(alice, actor=actor, reason="x")
+        services.revoke_all_tokens(alice, caller=Caller(user=actor), reason="x")
     assert state() == before
 
 
@@ -130,7 +131,7 @@ def test_service_managers_and_code_may_revoke_anyones_tokens(
     estate, alice, superuser, manager, actor_name
 ):
     actor = {"superuser": superuser, "manager": manager, "code": None}[actor_name]
-    assert services.revoke_all_tokens(alice, actor=actor, via="admin") == 3
+    assert services.revoke_all_tokens(alice, caller=Caller(user=actor, via=Via.ADMIN)) == 3
     events = TokenEvent.objects.filter(kind="revoked", token__owner=alice, via="admin")
     assert events.count() == 3
     assert {e.actor for e in events} == {actor}
@@ -141,7 +142,7 @@ def test_service_managers_and_code_may_revoke_anyones_tokens(
 def test_service_bad_reason_changes_nothing(estate, alice, reason):
     before = state()
     with pytest.raises(ValidationError) as info:
-        services.revoke_all_tokens(alice, actor=alice, reason=reason)
+        services.revoke_all_tokens(alice, caller=Caller(user=alice), reason=reason)
     assert "reason" in info.value.message_dict
     assert state() == before
 
@@ -155,7 +156,7 @@ def test_service_reason_of_200_characters_is_kept(alice, issue):
 def test_service_permission_is_checked_before_the_reason(alice, bob, issue):
     issue(alice)
     with pytest.raises(PermissionDenied):
-        services.revoke_all_tokens(alice, actor=bob, reason="x" * 500)
+        services.revoke_all_tokens(alice, caller=Caller(user=bob), reason="x" * 500)
 
 
 def test_jwts_minted_from_the_tokens_are_refused_after_revoke_all(alice, bob, issue):
@@ -164,7 +165,7 @@ def test_jwts_minted_from_the_tokens_are_refused_after_revoke_all(alice, bob, is
     jwts = [mint_jwt(APIClient(), first.plaintext), mint_jwt(APIClient(), second.plaintext)]
     bob_jwt = mint_jwt(APIClient(), theirs.plaintext)
     assert all(works(jwt) for jwt in jwts)
-    assert services.revoke_all_tokens(alice, actor=alice) == 2
+    assert services.revoke_all_tokens(alice, caller=Caller(user=alice)) == 2
     for jwt in jwts:
         response = APIClient().get(WHOAMI, **bearer(jwt))
         assert response.status_code == 401

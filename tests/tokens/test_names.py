@@ -34,6 +34,7 @@ from tests.helpers import (
 from tokens_app import services
 from tokens_app.core import labels
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +116,7 @@ def test_surrounding_whitespace_is_trimmed_not_refused(alice):
 def test_service_refuses_renaming_to_a_bad_name(alice, issue, name):
     token = issue(alice, name="fine").token
     with pytest.raises(ValidationError) as error:
-        services.update_token(token, actor=alice, name=name)
+        services.update_token(token, caller=Caller(user=alice), name=name)
     assert error.value.message_dict == {"name": [MESSAGE]}
     assert APIToken.objects.get(pk=token.pk).name == "fine"
 

@@ -9,6 +9,7 @@ from django.db import IntegrityError
 from tokens_app import services
 from tokens_app.core import hashing, tokenstring
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller, Via
 
 pytestmark = pytest.mark.django_db
 
@@ -22,9 +23,7 @@ def test_issue_stores_hash_not_secret_and_records_event(alice, superuser, clock)
         alice,
         name="ci",
         scopes=["notes:read", "notes:read"],
-        actor=superuser,
-        ip="10.1.2.3",
-        via="test",
+        caller=Caller(user=superuser, ip="10.1.2.3", via=Via.API),
     )
     token = APIToken.objects.get(pk=issued.token.pk)
     parsed = tokenstring.parse(issued.plaintext, "tka")
@@ -40,7 +39,7 @@ def test_issue_stores_hash_not_secret_and_records_event(alice, superuser, clock)
         token.key_id,
         superuser,
         "10.1.2.3",
-        "test",
+        "api",
     )
     assert issued.plaintext not in repr(issued)
 
@@ -148,17 +147,29 @@ def test_non_expiring_tokens_when_allowed(alice, settings):
 def test_parent_token_cannot_mint_more_scopes_or_longer_life(alice, issue, clock):
     parent = issue(alice, ["notes:write"], expires_in=timedelta(days=2)).token
     child = services.issue_token(
-        alice, name="child", scopes=["notes:read"], parent=parent, expires_in=timedelta(days=1)
+        alice,
+        name="child",
+        scopes=["notes:read"],
+        caller=Caller(presented=parent),
+        expires_in=timedelta(days=1),
     )
     assert child.token.scopes == ["notes:read"]  # implied by notes:write
     with pytest.raises(ValidationError) as excinfo:
         services.issue_token(
-            alice, name="c2", scopes=["tokens:read"], parent=parent, expires_in=timedelta(days=1)
+            alice,
+            name="c2",
+            scopes=["tokens:read"],
+            caller=Caller(presented=parent),
+            expires_in=timedelta(days=1),
         )
     assert error_fields(excinfo) == {"scopes"}
     with pytest.raises(ValidationError) as excinfo:
         services.issue_token(
-            alice, name="c3", scopes=["notes:read"], parent=parent, expires_in=timedelta(days=3)
+            alice,
+            name="c3",
+            scopes=["notes:read"],
+            caller=Caller(presented=parent),
+            expires_in=timedelta(days=3),
         )
     assert error_fields(excinfo) == {"expires_at"}
 
@@ -168,7 +179,11 @@ def test_parent_with_expiry_cannot_mint_non_expiring_token(alice, issue, setting
     parent = issue(alice, ["notes:read"]).token
     with pytest.raises(ValidationError) as excinfo:
         services.issue_token(
-            alice, name="c", scopes=["notes:read"], parent=parent, never_expires=True
+            alice,
+            name="c",
+            scopes=["notes:read"],
+            caller=Caller(presented=parent),
+            never_expires=True,
         )
     assert error_fields(excinfo) == {"expires_at"}
 
@@ -192,8 +207,11 @@ def test_key_id_collisions_without_end_fail_loudly(alice, issue, monkeypatch):
 
 def test_revoke_is_idempotent_and_audited(alice, superuser, issue, clock):
     token = issue(alice).token
-    assert services.revoke_token(token, actor=superuser, reason="  leaked ", via="test") is True
-    assert services.revoke_token(token, actor=superuser, reason="again") is False
+    assert (
+        services.revoke_token(token, caller=Caller(user=superuser, via=Via.API), reason="  leaked ")
+        is True
+    )
+    assert services.revoke_token(token, caller=Caller(user=superuser), reason="again") is False
     token.refresh_from_db()
     assert (token.revoked_at, token.revoked_by, token.revoke_reason) == (
         clock.current,
@@ -276,16 +294,16 @@ def test_unbounded_lifetime_that_overflows_is_an_error(alice, settings):
 
 def test_staff_without_manage_all_may_issue_only_for_themselves(alice, staff):
     with pytest.raises(ValidationError) as excinfo:
-        services.issue_token(alice, name="x", scopes=["notes:read"], actor=staff)
+        services.issue_token(alice, name="x", scopes=["notes:read"], caller=Caller(user=staff))
     assert error_fields(excinfo) == {"owner"}
-    own = services.issue_token(staff, name="x", scopes=["notes:read"], actor=staff)
+    own = services.issue_token(staff, name="x", scopes=["notes:read"], caller=Caller(user=staff))
     assert own.token.created_by == staff
 
 
 def test_update_token_records_what_changed(alice, superuser, issue):
     token = issue(alice, name="old").token
     changed = services.update_token(
-        token, actor=superuser, name="new", scopes=["tokens:read"], via="test"
+        token, caller=Caller(user=superuser, via=Via.API), name="new", scopes=["tokens:read"]
     )
     assert changed == ["name", "scopes"]
     stored = APIToken.objects.get(pk=token.pk)
@@ -295,7 +313,7 @@ def test_update_token_records_what_changed(alice, superuser, issue):
         "name": {"from": "old", "to": "new"},
         "scopes": {"from": ["notes:read"], "to": ["tokens:read"]},
     }
-    assert services.update_token(stored, actor=superuser, name="new") == []
+    assert services.update_token(stored, caller=Caller(user=superuser), name="new") == []
     assert TokenEvent.objects.filter(kind="updated").count() == 1
 
 
@@ -313,7 +331,7 @@ def test_update_token_refuses_bad_input_and_writes_nothing(alice, superuser, iss
     issue(alice, name="taken")
     token = issue(alice, name="mine").token
     with pytest.raises(ValidationError) as excinfo:
-        services.update_token(token, actor=superuser, **kwargs)
+        services.update_token(token, caller=Caller(user=superuser), **kwargs)
     assert error_fields(excinfo) == {field}
     stored = APIToken.objects.get(pk=token.pk)
     assert (stored.name, stored.description, stored.scopes) == ("mine", "", ["notes:read"])
@@ -323,16 +341,18 @@ def test_update_token_refuses_bad_input_and_writes_nothing(alice, superuser, iss
 def test_only_managers_may_change_scopes(staff, issue):
     token = issue(staff).token
     with pytest.raises(ValidationError) as excinfo:
-        services.update_token(token, actor=staff, scopes=["tokens:read"])
+        services.update_token(token, caller=Caller(user=staff), scopes=["tokens:read"])
     assert error_fields(excinfo) == {"scopes"}
-    assert services.update_token(token, actor=staff, description="mine") == ["description"]
+    assert services.update_token(token, caller=Caller(user=staff), description="mine") == [
+        "description"
+    ]
 
 
 def test_revoked_token_cannot_be_updated(alice, superuser, issue):
     token = issue(alice).token
     services.revoke_token(token)
     with pytest.raises(ValidationError):
-        services.update_token(token, actor=superuser, name="renamed")
+        services.update_token(token, caller=Caller(user=superuser), name="renamed")
     assert APIToken.objects.get(pk=token.pk).name == token.name
 
 
@@ -377,7 +397,9 @@ def test_may_issue_for_self_or_as_manager(alice, bob, superuser):
 def test_rotate_token_keeps_the_record_and_replaces_the_secret(alice, staff, issue, clock):
     issued = issue(alice, ["notes:write"], name="ci", expires_in=timedelta(days=7))
     old = APIToken.objects.get(pk=issued.token.pk)
-    rotated = services.rotate_token(issued.token, actor=alice, ip="10.0.0.1", via="test")
+    rotated = services.rotate_token(
+        issued.token, caller=Caller(user=alice, ip="10.0.0.1", via=Via.API)
+    )
     assert rotated.token is issued.token
     assert rotated.plaintext != issued.plaintext
     assert "plaintext" not in repr(rotated) and rotated.plaintext not in repr(rotated)
@@ -402,7 +424,7 @@ def test_rotate_token_keeps_the_record_and_replaces_the_secret(alice, staff, iss
         new.key_id,
         alice,
         "10.0.0.1",
-        "test",
+        "api",
         {"grace_seconds": 0},
     )
     assert event.created_at == clock()

@@ -14,6 +14,7 @@ from tokens_app import services
 from tokens_app.conf import token_settings
 from tokens_app.core import limits, scopes
 from tokens_app.models import APIToken
+from tokens_app.services.caller import Caller
 
 if TYPE_CHECKING:
     _TokenModelForm = forms.ModelForm[APIToken]
@@ -181,7 +182,9 @@ class TokenChangeForm(_TokenModelForm):
         cleaned = super().clean() or {}
         if not self.errors:
             try:
-                services.plan_token_update(self.stored, actor=self.actor, **self.update_arguments())
+                services.plan_token_update(
+                    self.stored, caller=Caller(user=self.actor), **self.update_arguments()
+                )
             except ValidationError as error:
                 add_service_errors(self, error)
         return cleaned

@@ -28,8 +28,8 @@ from tokens_app.admin.events import TokenEventInline
 from tokens_app.admin.filters import ScopeFilter, StatusFilter, display_status
 from tokens_app.admin.forms import IssueTokenForm, RevokeForm, TokenChangeForm, add_service_errors
 from tokens_app.core import clock
-from tokens_app.core.address import client_ip
 from tokens_app.models import APIToken
+from tokens_app.services.caller import Caller, Via
 
 if TYPE_CHECKING:
     _TokenAdminBase = admin.ModelAdmin[APIToken]
@@ -145,9 +145,7 @@ class APITokenAdmin(_TokenAdminBase):
         # Why: the form was validated against the same service call, so this only applies it.
         services.update_token(
             form.stored,
-            actor=request.user,
-            ip=client_ip(request),
-            via="admin",
+            caller=Caller.of_request(request, Via.ADMIN),
             **form.update_arguments(),
         )
 
@@ -178,9 +176,7 @@ class APITokenAdmin(_TokenAdminBase):
                     scopes=form.cleaned_data["scopes"],
                     allowed_ips=form.cleaned_data["allowed_ips"],
                     rate_limit=form.cleaned_data["rate_limit"],
-                    actor=request.user,
-                    ip=client_ip(request),
-                    via="admin",
+                    caller=Caller.of_request(request, Via.ADMIN),
                     **form.expiry_arguments(),
                 )
             except ValidationError as error:
@@ -271,10 +267,8 @@ class APITokenAdmin(_TokenAdminBase):
         if request.method == "POST" and form.is_valid():
             count = services.revoke_all_tokens(
                 owner,
-                actor=request.user,
+                caller=Caller.of_request(request, Via.ADMIN),
                 reason=form.cleaned_data["reason"],
-                ip=client_ip(request),
-                via="admin",
             )
             messages.success(
                 request,
@@ -312,10 +306,8 @@ class APITokenAdmin(_TokenAdminBase):
     def _revoke(self, request: HttpRequest, tokens: Iterable[APIToken], form: RevokeForm) -> int:
         return services.revoke_tokens(
             tokens,
-            actor=request.user,
+            caller=Caller.of_request(request, Via.ADMIN),
             reason=form.cleaned_data["reason"],
-            ip=client_ip(request),
-            via="admin",
         )
 
     def _revoke_confirmation(

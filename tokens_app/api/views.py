@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from django.utils.decorators import method_decorator
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 from rest_framework import exceptions, generics, status
@@ -34,6 +35,7 @@ from tokens_app.exceptions import TranslatedErrors
 from tokens_app.models import APIToken, APITokenQuerySet, TokenStatus
 from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
+from tokens_app.services.caller import Caller, Via
 
 READ, WRITE = ["tokens:read"], ["tokens:write"]
 
@@ -59,8 +61,17 @@ def issued_response(issued: services.IssuedToken, status_code: int) -> Response:
     return response
 
 
-class TokenAPIView(TranslatedErrors, APIView):
-    """What the token API's views share: parsers, who may call, and one error translation."""
+class TokenAPI(TranslatedErrors, APIView):
+    """What the token API's views share: one error translation, and who is asking."""
+
+    @cached_property
+    def caller(self) -> Caller:
+        """The request's user, credential (``request.auth``) and address, built once."""
+        return Caller.of_request(self.request, Via.API)
+
+
+class TokenAPIView(TokenAPI):
+    """A token API view: its parsers, who may manage tokens, scopes by method."""
 
     parser_classes = API_PARSERS
     authentication_classes = TOKEN_MANAGERS
@@ -72,7 +83,7 @@ def caller_token(request: Request) -> APIToken | None:
     return request.auth if isinstance(request.auth, APIToken) else None
 
 
-class TokenListView(TranslatedErrors, generics.ListAPIView[APIToken]):
+class TokenListView(TokenAPI, generics.ListAPIView[APIToken]):
     """``GET``: the caller's tokens (``?status=``, ``?all=true`` for managers); ``POST``: create."""
 
     parser_classes = API_PARSERS
@@ -113,10 +124,7 @@ class TokenListView(TranslatedErrors, generics.ListAPIView[APIToken]):
             expires_in=timedelta(days=days) if days else None,
             allowed_ips=data.get("allowed_ips", ()),
             rate_limit=data.get("rate_limit", ""),
-            actor=request.user,
-            ip=client_ip(request),
-            via="api",
-            parent=request.auth,
+            caller=self.caller,
         )
         return issued_response(issued, status.HTTP_201_CREATED)
 
@@ -143,10 +151,7 @@ class TokenDetailView(TokenAPIView):
         serializer.is_valid(raise_exception=True)
         services.update_token(
             token,
-            actor=request.user,
-            parent=request.auth,
-            ip=client_ip(request),
-            via="api",
+            caller=self.caller,
             **serializer.validated_data,
         )
         return Response(TokenSerializer(token).data)
@@ -154,10 +159,7 @@ class TokenDetailView(TokenAPIView):
     def delete(self, request: Request, key_id: str) -> Response:
         services.revoke_token(
             own_token(request, key_id),
-            actor=request.user,
-            parent=request.auth,
-            ip=client_ip(request),
-            via="api",
+            caller=self.caller,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -173,10 +175,7 @@ class TokenRotateView(TokenAPIView):
         serializer.is_valid(raise_exception=True)
         issued = services.rotate_token(
             token,
-            actor=request.user,
-            parent=request.auth,
-            ip=client_ip(request),
-            via="api",
+            caller=self.caller,
             grace_seconds=serializer.validated_data["grace_seconds"],
         )
         return issued_response(issued, status.HTTP_200_OK)
@@ -195,11 +194,8 @@ class RevokeAllView(TokenAPIView):
         serializer.is_valid(raise_exception=True)
         revoked = services.revoke_all_tokens(
             request.user,
-            actor=request.user,
-            parent=request.auth,
+            caller=self.caller,
             reason=serializer.validated_data.get("reason", ""),
-            ip=client_ip(request),
-            via="api",
         )
         return Response({"revoked": revoked})
 
@@ -229,11 +225,8 @@ class CurrentTokenView(TokenAPIView):
     def delete(self, request: Request) -> Response:
         services.revoke_token(
             self.current(request),
-            actor=request.user,
-            parent=request.auth,
-            ip=client_ip(request),
+            caller=self.caller,
             reason="self-revoked",
-            via="api",
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

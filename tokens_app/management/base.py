@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tokens_app.models import APIToken
 from tokens_app.services import NotPermitted
+from tokens_app.services.caller import COMMAND, Caller
 
 
 def _error_without_usage(parser: argparse.ArgumentParser, message: str) -> NoReturn:
@@ -24,6 +25,8 @@ class TokenCommand(BaseCommand):
     (:func:`refusal_message`), so the commands call services without a ``try``.
     """
 
+    #: Who a command acts as: the operator, through the command line.
+    caller: Caller = COMMAND
     #: Service fields that are this command's options: their errors name the option and value.
     option_fields: frozenset[str] = frozenset()
 

@@ -18,6 +18,7 @@ from tokens_app.services.access import (
     visible_events,
     visible_tokens,
 )
+from tokens_app.services.caller import OPERATOR, Caller, Via
 from tokens_app.services.credentials import (
     Budget,
     InvalidToken,
@@ -55,7 +56,9 @@ from tokens_app.services.updating import plan_token_update, update_token
 __all__ = [
     "MANAGE_ALL_PERMISSION",
     "MAX_REASON_LENGTH",
+    "OPERATOR",
     "Budget",
+    "Caller",
     "Finding",
     "InvalidToken",
     "IssuedToken",
@@ -69,6 +72,7 @@ __all__ = [
     "TokenCheck",
     "TooManyAttempts",
     "UnverifiedToken",
+    "Via",
     "authenticate_token",
     "can_manage_all",
     "check_token_string",

@@ -4,25 +4,24 @@ from typing import Any
 
 from tokens_app.core import clock
 from tokens_app.models import APIToken, TokenEvent
+from tokens_app.services.caller import Caller
 
 
 def record_event(
     token: APIToken,
     kind: str,
     *,
-    actor: Any,
-    ip: str | None,
-    via: str,
+    caller: Caller,
     detail: dict[str, Any] | None = None,
 ) -> TokenEvent:
-    """Record that *actor* did *kind* to *token* (from *ip*, through *via*)."""
+    """Record that *caller* did *kind* to *token*: its user, address and surface."""
     return TokenEvent.objects.create(
         token=token,
         key_id=token.key_id,
         kind=kind,
-        actor=actor if getattr(actor, "pk", None) else None,
+        actor=caller.user if getattr(caller.user, "pk", None) else None,
         created_at=clock.now(),
-        ip=ip,
-        via=via,
+        ip=caller.ip,
+        via=caller.via.value,
         detail=detail or {},
     )

@@ -46,6 +46,7 @@ from tokens_app.core import limits, scopes
 from tokens_app.core.rates import parse_rate
 from tokens_app.models import APIToken
 from tokens_app.services.access import may_issue_for
+from tokens_app.services.caller import Caller
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
 from tokens_app.services.errors import NotPermitted as NotPermitted  # raised here, re-exported
 
@@ -77,6 +78,11 @@ class Credential:
     token: APIToken | None = None
     #: For ``GRACE``: when the presented (previous) secret stops.
     grace_until: datetime | None = None
+
+
+def credential_of_caller(caller: Caller) -> Credential:
+    """The credential *caller* acts with: :func:`credential_of` its user and what it presented."""
+    return credential_of(caller.user, caller.presented)
 
 
 def credential_of(actor: Any, presented: Any = None) -> Credential:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from tokens_app.services.caller import Caller, Via
 from tokens_app.services.credentials import check_user_password, count_password_attempt
 from tokens_app.services.issuing import IssuedToken, issue_token
 
@@ -32,5 +33,8 @@ def exchange_password(
     if user is None:
         return None
     return issue_token(
-        user, actor=user, ip=ip, via="password", expires_in=expires_in, **token_fields
+        user,
+        caller=Caller(user=user, ip=ip, via=Via.PASSWORD),
+        expires_in=expires_in,
+        **token_fields,
     )

@@ -22,6 +22,7 @@ from tokens_app.core import clock, hashing, tokenstring, validation
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority, grants
 from tokens_app.services.audit import record_event
+from tokens_app.services.caller import OPERATOR, Caller
 from tokens_app.services.revoking import MAX_REASON_LENGTH
 
 logger = logging.getLogger("tokens_app")
@@ -126,17 +127,14 @@ def issue_token(
     expires_at: datetime | None = None,
     expires_in: timedelta | None = None,
     never_expires: bool = False,
-    actor: Any = None,
-    ip: str | None = None,
-    via: str = "",
-    parent: Any = None,
+    caller: Caller = OPERATOR,
     allowed_ips: Iterable[str] | str = (),
     rate_limit: str = "",
 ) -> IssuedToken:
     """Issue a token for *owner*; the one issuing path (admin, API and commands call it).
 
-    Without an expiry the configured default lifetime applies. *parent* is the
-    credential the request presented (``request.auth``), if any: a token it creates
+    Without an expiry the configured default lifetime applies. The credential the
+    *caller* presented (``request.auth``), if any, bounds the result: a token it creates
     can hold no scope, outlive no date, reach no network and go no faster than it can
     (``services.grants.derive``), shares its rate budget and is revoked with it.
     *allowed_ips* (addresses or CIDR networks; empty: anywhere) and *rate_limit*
@@ -145,7 +143,7 @@ def issue_token(
     ``authority.NotPermitted`` when the credential may not issue for *owner* at all.
     """
     now = clock.now()
-    credential = authority.credential_of(actor, parent)
+    credential = authority.credential_of_caller(caller)
     errors: validation.Errors = {}
     _check_owner(credential, owner, errors)
     clean_name = validation.clean_name(name, errors)
@@ -170,7 +168,7 @@ def issue_token(
         allowed_ips=granted.networks or [],
         rate_limit=granted.rate or "",
         created_at=now,
-        created_by=actor if getattr(actor, "pk", None) else None,
+        created_by=caller.user if getattr(caller.user, "pk", None) else None,
         expires_at=granted.expires_at,
         parent=lineage.parent,
         ancestry=lineage.ancestry,
@@ -184,10 +182,8 @@ def issue_token(
             # nothing derived from it may appear.
             raise ValidationError(_("The token making this request is no longer active."))
         plaintext = _insert_with_fresh_key_id(token)
-        record_event(
-            token, TokenEvent.Kind.ISSUED, actor=actor, ip=ip, via=via, detail=_issued_detail(token)
-        )
-    logger.info("Issued API token %s for user pk=%s via %s", token.key_id, owner.pk, via or "code")
+        record_event(token, TokenEvent.Kind.ISSUED, caller=caller, detail=_issued_detail(token))
+    logger.info("Issued API token %s for user pk=%s via %s", token.key_id, owner.pk, caller.surface)
     return IssuedToken(token=token, plaintext=plaintext)
 
 

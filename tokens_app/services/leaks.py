@@ -15,12 +15,12 @@ only verified findings are ever revoked; a look-alike is reported as ``unverifie
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from tokens_app.conf import token_settings
 from tokens_app.core import clock, tokenstring
 from tokens_app.models import APIToken, TokenStatus
 from tokens_app.services.access import RETIRED, UNKNOWN, UNVERIFIED, secret_verdict
+from tokens_app.services.caller import COMMAND, Caller
 from tokens_app.services.revoking import revoke_token
 
 __all__ = [
@@ -119,9 +119,7 @@ def _verdicts(candidates: dict[tuple[str, str], int]) -> list[str]:
     return verdicts
 
 
-def revoke_leaked(
-    findings: Iterable[Finding], *, actor: Any = None, via: str = "command"
-) -> list[str]:
+def revoke_leaked(findings: Iterable[Finding], *, caller: Caller = COMMAND) -> list[str]:
     """Revoke the tokens of the verified *findings* not yet revoked; return their key ids, sorted.
 
     Only a finding whose secret verified as a live credential of one of our tokens
@@ -144,5 +142,5 @@ def revoke_leaked(
     return [
         token.key_id
         for token in pending
-        if revoke_token(token, actor=actor, reason=LEAKED_REASON, via=via)
+        if revoke_token(token, caller=caller, reason=LEAKED_REASON)
     ]

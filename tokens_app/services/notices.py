@@ -29,6 +29,7 @@ from django.utils.translation import ngettext
 from tokens_app.core import clock, labels
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services.audit import record_event
+from tokens_app.services.caller import OPERATOR, Caller
 
 logger = logging.getLogger("tokens_app")
 
@@ -184,7 +185,7 @@ def _owners_with_expiring_tokens(now: datetime, until: datetime) -> list[Any]:
 
 
 def _notify_owner(
-    owner: Any, now: datetime, until: datetime, within_seconds: int, via: str
+    owner: Any, now: datetime, until: datetime, within_seconds: int, caller: Caller
 ) -> tuple[str, ...]:
     """Email *owner* the tokens still due, record them; return their key ids.
 
@@ -205,15 +206,13 @@ def _notify_owner(
                 "within_seconds": within_seconds,
                 "expires_at": _expiry(token).isoformat(),
             }
-            record_event(
-                token, TokenEvent.Kind.EXPIRY_NOTICE, actor=None, ip=None, via=via, detail=detail
-            )
+            record_event(token, TokenEvent.Kind.EXPIRY_NOTICE, caller=caller, detail=detail)
         _message(owner, due, now, until).send(fail_silently=False)
     return tuple(token.key_id for token in due)
 
 
 def notify_expiring_tokens(
-    *, within: timedelta, dry_run: bool = False, via: str = ""
+    *, within: timedelta, dry_run: bool = False, caller: Caller = OPERATOR
 ) -> NoticeResult:
     """Email each owner of active tokens expiring within *within* one notice listing them.
 
@@ -245,7 +244,7 @@ def notify_expiring_tokens(
             sent.append(planned)
         else:
             try:
-                key_ids = _notify_owner(owner, now, until, within_seconds, via)
+                key_ids = _notify_owner(owner, now, until, within_seconds, caller)
             except Exception as exc:  # any backend error: report it, go on with the others
                 error = " ".join(f"{type(exc).__name__}: {exc}".split())
                 logger.warning("Expiry notice to user pk=%s not sent: %s", owner.pk, error)

@@ -20,6 +20,7 @@ from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority
 from tokens_app.services.audit import record_event
+from tokens_app.services.caller import OPERATOR, Caller
 
 logger = logging.getLogger("tokens_app")
 
@@ -51,10 +52,8 @@ def descendants(token: APIToken) -> list[APIToken]:
     return found
 
 
-def _revoke_row(
-    token: APIToken, now: datetime, *, actor: Any, reason: str, ip: str | None, via: str, **why: Any
-) -> bool:
-    revoked_by = actor if getattr(actor, "pk", None) else None
+def _revoke_row(token: APIToken, now: datetime, *, caller: Caller, reason: str, **why: Any) -> bool:
+    revoked_by = caller.user if getattr(caller.user, "pk", None) else None
     changed = (
         APIToken.objects.unrevoked()
         .filter(pk=token.pk)
@@ -62,7 +61,7 @@ def _revoke_row(
     )
     if changed:
         detail = {"reason": reason, **why}
-        record_event(token, TokenEvent.Kind.REVOKED, actor=actor, ip=ip, via=via, detail=detail)
+        record_event(token, TokenEvent.Kind.REVOKED, caller=caller, detail=detail)
         # Before the commit, so its JWTs are refused from the moment the revoke is
         # visible (a rollback leaves an entry that only refuses JWTs early: safe).
         denylist.deny(token.key_id)
@@ -70,108 +69,72 @@ def _revoke_row(
 
 
 def revoke_family(
-    token: APIToken, *, actor: Any, reason: str, ip: str | None, via: str, now: datetime
+    token: APIToken, *, caller: Caller, reason: str, now: datetime
 ) -> tuple[bool, int]:
     """Revoke *token* and its descendants in the caller's transaction.
 
     Return whether *token* itself was revoked by this call, and how many tokens were.
     """
-    itself = _revoke_row(token, now, actor=actor, reason=reason, ip=ip, via=via)
+    itself = _revoke_row(token, now, caller=caller, reason=reason)
     revoked = int(itself)
     for child in descendants(token):
         # A descendant of a token already revoked is still revoked here: a family is
         # dead when any ancestor is, whatever happened to the rows in between.
         if _revoke_row(
-            child,
-            now,
-            actor=actor,
-            reason=f"with ancestor {token.key_id}",
-            ip=ip,
-            via=via,
-            ancestor=token.key_id,
+            child, now, caller=caller, reason=f"with ancestor {token.key_id}", ancestor=token.key_id
         ):
             revoked += 1
     return itself, revoked
 
 
-def _revoke(
-    token: APIToken, *, actor: Any, reason: str, ip: str | None, via: str, parent: Any
-) -> tuple[bool, int]:
-    credential = authority.credential_of(actor, parent)
+def _revoke(token: APIToken, *, caller: Caller, reason: str) -> tuple[bool, int]:
+    credential = authority.credential_of_caller(caller)
     authority.authorize(credential, authority.Action.REVOKE, target=token)
     with transaction.atomic(using=token_database()):
-        itself, revoked = revoke_family(
-            token, actor=actor, reason=reason, ip=ip, via=via, now=clock.now()
-        )
+        itself, revoked = revoke_family(token, caller=caller, reason=reason, now=clock.now())
     token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
     if revoked:
         logger.info(
             "Revoked API token %s (%d with its descendants) via %s",
             token.key_id,
             revoked,
-            via or "code",
+            caller.surface,
         )
     return itself, revoked
 
 
-def revoke_token(
-    token: APIToken,
-    *,
-    actor: Any = None,
-    reason: str = "",
-    ip: str | None = None,
-    via: str = "",
-    parent: Any = None,
-) -> bool:
+def revoke_token(token: APIToken, *, reason: str = "", caller: Caller = OPERATOR) -> bool:
     """Revoke *token* and every token derived from it at once; the single revoke path.
 
     Return whether this call revoked *token* itself: revoking an already revoked token
     changes nothing and returns ``False`` (its descendants are still made sure of).
-    *parent* is the credential the request presented (``request.auth``), if any: every
-    credential that may manage the owner's tokens may revoke them (see
-    ``services.authority``).
+    Every credential that may manage the owner's tokens may revoke them, whatever the
+    *caller* presented (see ``services.authority``).
     """
     reason = clean_reason(reason)
-    itself, _count = _revoke(token, actor=actor, reason=reason, ip=ip, via=via, parent=parent)
+    itself, _count = _revoke(token, caller=caller, reason=reason)
     return itself
 
 
 def revoke_tokens(
-    tokens: Iterable[APIToken],
-    *,
-    actor: Any = None,
-    reason: str = "",
-    ip: str | None = None,
-    via: str = "",
-    parent: Any = None,
+    tokens: Iterable[APIToken], *, reason: str = "", caller: Caller = OPERATOR
 ) -> int:
     """Revoke each of *tokens* with its descendants; return how many tokens this call revoked."""
     reason = clean_reason(reason)
-    return sum(
-        _revoke(token, actor=actor, reason=reason, ip=ip, via=via, parent=parent)[1]
-        for token in tokens
-    )
+    return sum(_revoke(token, caller=caller, reason=reason)[1] for token in tokens)
 
 
-def revoke_all_tokens(
-    owner: Any,
-    *,
-    actor: Any = None,
-    reason: str = "",
-    ip: str | None = None,
-    via: str = "",
-    parent: Any = None,
-) -> int:
+def revoke_all_tokens(owner: Any, *, reason: str = "", caller: Caller = OPERATOR) -> int:
     """Revoke every token of *owner* not yet revoked (expired ones too); return how many.
 
     The response to a compromised account: one step, one audit event per token, and
-    each token's JWTs refused. *actor* must be the owner or manage every token
-    (``None``: code or a command, trusted).
+    each token's JWTs refused. The *caller* must be the owner or manage every token
+    (``OPERATOR``: code or a command, trusted).
     """
-    credential = authority.credential_of(actor, parent)
+    credential = authority.credential_of_caller(caller)
     authority.authorize(credential, authority.Action.REVOKE, owner=owner)
     reason = clean_reason(reason)
     pending = APIToken.objects.for_owner(owner).unrevoked().order_by("pk")
-    revoked = revoke_tokens(pending, actor=actor, reason=reason, ip=ip, via=via, parent=parent)
-    logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, via or "code")
+    revoked = revoke_tokens(pending, caller=caller, reason=reason)
+    logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, caller.surface)
     return revoked

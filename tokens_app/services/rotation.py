@@ -18,6 +18,7 @@ from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority
 from tokens_app.services.audit import record_event
+from tokens_app.services.caller import OPERATOR, Caller
 from tokens_app.services.issuing import IssuedToken
 from tokens_app.services.revoking import revoke_family
 
@@ -51,11 +52,8 @@ def _retire_old_secrets(token: APIToken, now: datetime, grace_end: datetime | No
 def rotate_token(
     token: APIToken,
     *,
-    actor: Any = None,
     grace_seconds: int = 0,
-    ip: str | None = None,
-    via: str = "",
-    parent: Any = None,
+    caller: Caller = OPERATOR,
 ) -> IssuedToken:
     """Give *token* a new secret, returned once; same record, scopes, name and expiry.
 
@@ -63,11 +61,11 @@ def rotate_token(
     ``MAX_ROTATION_GRACE``) so a deployment can switch over without downtime; JWTs
     minted from it stop with it. Only a usable token can be rotated, and only by a
     credential that may (``services.authority``: a person, or the token itself or one of
-    its ancestors, covering it): *parent* is the credential the request presented, if
-    any. Raise ``ValidationError`` or ``authority.NotPermitted``.
+    its ancestors, covering it), judged on the credential the *caller* presented.
+    Raise ``ValidationError`` or ``authority.NotPermitted``.
     """
     grace_seconds = _clean_grace(grace_seconds)
-    credential = authority.credential_of(actor, parent)
+    credential = authority.credential_of_caller(caller)
     secret = tokenstring.generate_secret()
     with transaction.atomic(using=token_database()):
         # Locked and read again: concurrent rotations and revocations of one token run
@@ -94,22 +92,18 @@ def rotate_token(
         record_event(
             token,
             TokenEvent.Kind.ROTATED,
-            actor=actor,
-            ip=ip,
-            via=via,
+            caller=caller,
             detail={"grace_seconds": grace_seconds},
         )
         _retire_old_secrets(token, now, grace_end)
-        _end_grace_born_children(token, actor=actor, ip=ip, via=via, now=now)
-    logger.info("Rotated API token %s via %s", token.key_id, via or "code")
+        _end_grace_born_children(token, caller=caller, now=now)
+    logger.info("Rotated API token %s via %s", token.key_id, caller.surface)
     return IssuedToken(
         token=token, plaintext=tokenstring.assemble(token_settings().prefix, token.key_id, secret)
     )
 
 
-def _end_grace_born_children(
-    token: APIToken, *, actor: Any, ip: str | None, via: str, now: datetime
-) -> None:
+def _end_grace_born_children(token: APIToken, *, caller: Caller, now: datetime) -> None:
     """Revoke the tokens a previous secret of *token* created during its grace.
 
     They were made to end with that secret, and every rotation stops any previous secret
@@ -122,9 +116,7 @@ def _end_grace_born_children(
     for child in grace_born:
         revoke_family(
             child,
-            actor=actor,
+            caller=caller,
             reason="the previous secret that created it stopped",
-            ip=ip,
-            via=via,
             now=now,
         )

@@ -19,6 +19,7 @@ from tokens_app.models import APIToken, TokenEvent, token_database
 from tokens_app.services import authority, grants
 from tokens_app.services.access import can_manage_all
 from tokens_app.services.audit import record_event
+from tokens_app.services.caller import Caller
 from tokens_app.services.issuing import _check_name_free, _lock_owner
 from tokens_app.services.revoking import descendants, revoke_family
 
@@ -36,17 +37,13 @@ def _unchanged_networks(token: APIToken, allowed_ips: Any) -> bool:
 
 
 class TokenChanges(TypedDict, total=False):
-    """What a token update may ask for: ``None`` (or absent) leaves a field as it is.
-
-    *parent* is the credential the request presented, which bounds the guardrails.
-    """
+    """What a token update may ask for: ``None`` (or absent) leaves a field as it is."""
 
     name: str | None
     description: str | None
     scopes: Iterable[str] | None
     allowed_ips: Iterable[str] | str | None
     rate_limit: str | None
-    parent: Any
 
 
 def _asked_grant(
@@ -77,17 +74,17 @@ def _asked_grant(
 
 
 def plan_token_update(
-    token: APIToken, *, actor: Any, **asked: Unpack[TokenChanges]
+    token: APIToken, *, caller: Caller, **asked: Unpack[TokenChanges]
 ) -> dict[str, Any]:
     """Return the fields that :func:`update_token` would change, with their new values.
 
     Write nothing; raise ``ValidationError`` (keyed by field) when a rule is broken,
     ``authority.NotPermitted`` when the credential may not change this token at all.
     Forms call it to show errors before anything is saved. Whoever may manage the token
-    may change its guardrails, within the bounds of the credential that asks (the
-    *parent* the request presented) and of ``grants.rate_ceiling``.
+    may change its guardrails, within the bounds of the credential the *caller*
+    presented and of ``grants.rate_ceiling``.
     """
-    credential = authority.credential_of(actor, asked.get("parent"))
+    credential = authority.credential_of_caller(caller)
     authority.authorize(credential, authority.Action.CHANGE, target=token)
     errors: validation.Errors = {}
     wanted: dict[str, Any] = {}
@@ -100,7 +97,9 @@ def plan_token_update(
         wanted["description"] = validation.clean_description(asked.get("description"), errors)
     # Within the token's parent first (what a child left empty inherits), then within
     # the caller, which is the parent, one of its ancestors, or a person.
-    asked_grant = grants.within_parent(token, _asked_grant(token, actor, asked, errors), errors)
+    asked_grant = grants.within_parent(
+        token, _asked_grant(token, caller.user, asked, errors), errors
+    )
     granted = grants.derive(credential, asked_grant, errors, creating=False)
     for name, value in (
         ("scopes", granted.scopes),
@@ -120,19 +119,15 @@ def plan_token_update(
     return changes
 
 
-def _apply(
-    token: APIToken, changes: dict[str, Any], *, actor: Any, ip: str | None, via: str, **why: Any
-) -> None:
+def _apply(token: APIToken, changes: dict[str, Any], *, caller: Caller, **why: Any) -> None:
     APIToken.objects.filter(pk=token.pk).update(**changes)
     detail = {f: {"from": getattr(token, f), "to": value} for f, value in changes.items()}
     for f, value in changes.items():
         setattr(token, f, value)
-    record_event(
-        token, TokenEvent.Kind.UPDATED, actor=actor, ip=ip, via=via, detail={**detail, **why}
-    )
+    record_event(token, TokenEvent.Kind.UPDATED, caller=caller, detail={**detail, **why})
 
 
-def _narrow_descendants(token: APIToken, *, actor: Any, ip: str | None, via: str) -> None:
+def _narrow_descendants(token: APIToken, *, caller: Caller) -> None:
     """Bring every token derived from *token* back within it (or revoke it), after a change."""
     now = clock.now()
     current = {token.pk: token}
@@ -142,12 +137,10 @@ def _narrow_descendants(token: APIToken, *, actor: Any, ip: str | None, via: str
             continue
         changes = authority.clamp_child(child, parent)
         if changes is None:
-            revoke_family(
-                child, actor=actor, reason=f"narrowed with {token.key_id}", ip=ip, via=via, now=now
-            )
+            revoke_family(child, caller=caller, reason=f"narrowed with {token.key_id}", now=now)
             child.revoked_at = now
         elif changes:
-            _apply(child, changes, actor=actor, ip=ip, via=via, ancestor=token.key_id)
+            _apply(child, changes, caller=caller, ancestor=token.key_id)
             # A JWT carries its ancestors' rates too (shared_rate_limits): a new ancestry
             # (a tightened ancestor) must not leave JWTs counting the old, looser ones.
             if (_POWER_FIELDS | {"ancestry"}) & set(changes):
@@ -158,9 +151,7 @@ def _narrow_descendants(token: APIToken, *, actor: Any, ip: str | None, via: str
 def update_token(
     token: APIToken,
     *,
-    actor: Any,
-    ip: str | None = None,
-    via: str = "",
+    caller: Caller,
     **asked: Unpack[TokenChanges],
 ) -> list[str]:
     """Change a token's name, description, scopes or guardrails; return the changed fields.
@@ -173,11 +164,11 @@ def update_token(
     """
     with transaction.atomic(using=token_database()):
         _lock_owner(token.owner)  # the name check below cannot be raced
-        changes = plan_token_update(token, actor=actor, **asked)
+        changes = plan_token_update(token, caller=caller, **asked)
         if not changes:
             return []
-        _apply(token, changes, actor=actor, ip=ip, via=via)
+        _apply(token, changes, caller=caller)
         if _POWER_FIELDS & set(changes):
             denylist.refuse_minted_until(token.key_id, clock.now())
-            _narrow_descendants(token, actor=actor, ip=ip, via=via)
+            _narrow_descendants(token, caller=caller)
     return list(changes)

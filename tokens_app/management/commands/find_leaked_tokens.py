@@ -133,7 +133,7 @@ class Command(TokenCommand):
                 raise _fail(f"{path}: no such file or directory")
         # Under --offline not one query: the hook must work with no database at all.
         files, findings = self.scan(paths, options.get("stdin") or sys.stdin, verify=not offline)
-        revoked = services.revoke_leaked(findings, via="command") if revoke else None
+        revoked = services.revoke_leaked(findings, caller=self.caller) if revoke else None
         if options["json"]:
             self.write_json(findings, revoked or [])
         else:

@@ -106,7 +106,7 @@ class Command(TokenCommand):
             never_expires=options["no_expiry"],
             allowed_ips=_networks(options["allow_ip"]),
             rate_limit=_non_empty("--rate", options["rate"]),
-            via="command",
+            caller=self.caller,
         )
         if options["json"]:
             self.stdout.write(dumps({"token": issued.plaintext, **token_as_dict(issued.token)}))

@@ -66,7 +66,7 @@ class Command(TokenCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         within = _within(options["within"])
         result = services.notify_expiring_tokens(
-            within=within, dry_run=options["dry_run"], via="command"
+            within=within, dry_run=options["dry_run"], caller=self.caller
         )
         self.stdout.write(_summary(result))
         for notice in result.sent:

@@ -52,7 +52,7 @@ class Command(TokenCommand):
             ) from None
         if token is None:
             raise CommandError("no token matches that key id or token")
-        revoked = services.revoke_token(token, reason=reason, via="command")
+        revoked = services.revoke_token(token, reason=reason, caller=self.caller)
         owner = token.owner.get_username()
         if revoked:
             self.stdout.write(f"Revoked token {token.key_id} ({token.name!r} of {owner}).")
@@ -63,6 +63,6 @@ class Command(TokenCommand):
 
     def revoke_all(self, username: str, reason: str) -> None:
         owner = self.get_user(username)
-        count = services.revoke_all_tokens(owner, reason=reason, via="command")
+        count = services.revoke_all_tokens(owner, reason=reason, caller=self.caller)
         noun = "token" if count == 1 else "tokens"
         self.stdout.write(f"Revoked {count} {noun} of {owner.get_username()}.")
