@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
@@ -154,17 +154,37 @@ def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[s
     return env
 
 
+def run_python(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: str | bytes | None = None,
+    timeout: int = 120,
+    check: bool = False,
+    **streams: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """Run this interpreter with *args* from the repository root, as a child process.
+
+    Output is captured (as text, or bytes when *stdin* is bytes) unless *streams* say
+    where ``stdout``/``stderr`` go. The one way tests start ``manage.py``, ``-m pytest``,
+    ``-m bench`` or a script: same root, same interpreter, a bounded wait.
+    """
+    captured = {} if streams else {"capture_output": True}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=None if env is None else dict(env),
+        input=stdin,
+        text=not isinstance(stdin, bytes),
+        timeout=timeout,
+        check=check,
+        **captured,
+        **streams,
+    )
+
+
 def manage(env: dict[str, str], *args: str) -> str:
     """Run ``manage.py`` in a process of its own with *env*; return its stdout, or fail."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("manage.py", *args, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

@@ -7,15 +7,15 @@ Each command has its module: ``test_issue_token.py``, ``test_revoke_token.py``,
 import os
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 from django.core.management import load_command_class
 
+from tests import live
 from tests.commands.helpers import argv
-from tests.helpers import ROOT, command_line, counts
+from tests.helpers import command_line, counts
 from tokens_app.core import tokenstring
 
 pytestmark = pytest.mark.django_db
@@ -61,15 +61,7 @@ class Cli:
         }
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return live.run_python("manage.py", *args, env=self.env, timeout=120)
 
     def counts(self) -> tuple[int, int]:
         with closing(sqlite3.connect(self.db)) as db:

@@ -6,25 +6,16 @@ holds at any size: the request path's one query and no writes.
 
 import json
 import os
-import subprocess
-import sys
 
-from tests.helpers import ROOT, is_production_profile
+from tests import live
+from tests.helpers import is_production_profile
 
 
 def test_bench_quick_run_reports_every_row(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "COV_"))}
     if not is_production_profile():
         env.pop("DATABASE_URL", None)  # the embedded run benches SQLite only
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = live.run_python("-m", "bench", "--quick", "--out", str(tmp_path), env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "quick.json").read_text())
     servers = [backend["server"] for backend in results["backends"]]

@@ -3,12 +3,12 @@
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 from django.core.management import call_command
 
 from project.notes.models import Note
+from tests import live
 from tests.helpers import ROOT, bearer
 
 pytestmark = pytest.mark.django_db
@@ -96,15 +96,7 @@ def _settings_env(**overrides: str) -> dict[str, str]:
 
 
 def _run_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return live.run_python("manage.py", "check", env=env, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -144,15 +136,7 @@ def test_check_deploy_under_production_env_warns_only_about_hsts_preload(tmp_pat
         DATABASE_URL="postgres://app@127.0.0.1:5432/app",  # read, not connected to
         REDIS_URL="redis://127.0.0.1:6379/0",
     )
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = live.run_python("manage.py", "check", "--deploy", env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     reported = re.findall(r"\(([\w.]+\.[EW]\d{3})\)", result.stdout + result.stderr)
     assert reported == ["security.W021"]
@@ -172,15 +156,7 @@ def test_production_settings_refuse_a_per_process_rate_limit_cache(tmp_path):
 
 def _settings_value(expression: str, **env: str) -> str:
     code = f"import project.settings as s; print({expression})"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=_settings_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = live.run_python("-c", code, env=_settings_env(**env), timeout=60, check=True)
     return result.stdout.strip()
 
 

@@ -5,8 +5,6 @@ Runs in both profiles and needs no service: the server gets a SQLite file of its
 """
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -21,13 +19,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[live.LiveServer
     env = live.server_env(
         f"sqlite:///{base / 'db.sqlite3'}", None, DJANGO_STATIC_ROOT=str(base / "static")
     )
-    subprocess.run(  # what `make serve` does before it starts gunicorn
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=live.ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    # What `make serve` does before it starts gunicorn.
+    live.run_python("manage.py", "collectstatic", "--noinput", "-v0", env=env, check=True)
     with live.gunicorn(env, base, workers=2) as server:
         yield server
 

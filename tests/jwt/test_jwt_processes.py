@@ -7,7 +7,6 @@ process refuses the token's JWTs within a second. The runnable verifier in
 """
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,14 +92,7 @@ def test_revoke_command_in_another_process_refuses_jwts_within_a_second(embedded
 
 
 def run_verifier(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "verify_jwt.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return live.run_python(str(ROOT / "examples" / "verify_jwt.py"), *args, timeout=60)
 
 
 def test_example_verifier_accepts_a_real_jwt_and_refuses_a_forged_one(embedded):

@@ -6,7 +6,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError, fields
 from datetime import timedelta
@@ -18,7 +17,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.helpers import NOTES, ROOT, bearer, command_line
+from tests import live
+from tests.helpers import NOTES, bearer, command_line
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.jwt import denylist
@@ -508,14 +508,13 @@ def test_manage_py_offline_scan_of_stdin_in_a_child_process(tmp_path):
     }
 
     def manage(*args: str, stdin: str | bytes) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, "manage.py", "find_leaked_tokens", *args],
-            cwd=ROOT,
+        return live.run_python(
+            "manage.py",
+            "find_leaked_tokens",
+            *args,
             env=env,
-            input=stdin if isinstance(stdin, bytes) else stdin.encode(),
-            capture_output=True,
             timeout=120,
-            check=False,
+            stdin=stdin if isinstance(stdin, bytes) else stdin.encode(),
         )
 
     token = make_token()

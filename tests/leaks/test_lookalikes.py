@@ -10,7 +10,6 @@ the issue describes it: real ``manage.py`` processes over the test database.
 import json
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -69,16 +68,7 @@ def manage(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedP
         env = live.server_env(f"sqlite:///{copy}", None, DJANGO_DEBUG="1")
     else:
         env = live.server_env(live.session_database_url(), live.session_redis_url())
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=live.ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = live.run_python("manage.py", *args, env=env, timeout=120, stdin=stdin)
     if sqlite:
         with closing(sqlite3.connect(copy)) as source:
             source.backup(connection.connection)

@@ -5,14 +5,14 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from dataclasses import FrozenInstanceError
 from datetime import timedelta
 
 import pytest
 
-from tests.helpers import ROOT, command_line
+from tests import live
+from tests.helpers import command_line
 from tests.notices.helpers import WEEK, expiring, run, snapshot
 from tokens_app import services
 
@@ -119,15 +119,7 @@ def test_manage_py_notify_expiring_tokens_in_a_child_process(tmp_path):
     env.pop("DJANGO_EMAIL_BACKEND", None)  # the project's default: the console backend
 
     def manage(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env={**env, **extra_env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return live.run_python("manage.py", *args, env={**env, **extra_env}, timeout=120)
 
     def notices_in_db() -> int:
         with closing(sqlite3.connect(db)) as con:

@@ -6,7 +6,6 @@ import pty
 import re
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing, suppress
 from dataclasses import FrozenInstanceError
 from datetime import timedelta
@@ -20,7 +19,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.helpers import ROOT, T0, command_line
+from tests import live
+from tests.helpers import T0, command_line
 from tokens_app import services
 from tokens_app.management.commands.prune_tokens import Command
 from tokens_app.models import APIToken, TokenEvent
@@ -520,15 +520,8 @@ def test_manage_py_prune_tokens_in_a_child_process(tmp_path):
     }
 
     def manage(*args: str, stderr: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            timeout=120,
-            check=False,
+        return live.run_python(
+            "manage.py", *args, env=env, stdout=subprocess.PIPE, stderr=stderr, timeout=120
         )
 
     def rows() -> tuple[int, int, int]:

@@ -8,8 +8,6 @@ its own table and column names): the last test starts that run in a child proces
 """
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,7 +22,7 @@ from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext, isolate_apps, override_settings
 from django.utils.dateparse import parse_datetime
 
-from tests.helpers import ROOT
+from tests import live
 from tokens_app import lookup, services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
@@ -296,24 +294,17 @@ def test_prepared_lookups_are_rebuilt_when_the_user_model_setting_changes(settin
 def test_the_same_tests_pass_with_a_custom_user_model():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_custom_user"}
     env.pop("COV_CORE_SOURCE", None)  # the child is not part of this run's coverage
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:randomly",
-            __file__,
-            "--ds=tests.settings_custom_user",
-            "--no-cov",
-        ],
-        cwd=ROOT,
+    result = live.run_python(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        __file__,
+        "--ds=tests.settings_custom_user",
+        "--no-cov",
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
