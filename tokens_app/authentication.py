@@ -1,8 +1,17 @@
-"""DRF authentication by API token: a thin adapter over ``services.authenticate_token``."""
+"""DRF authentication by API token: a thin adapter over ``services.authenticate_token``.
 
+Three ways to present an API token: ``Authorization: Bearer`` (``APITokenAuthentication``),
+and, on the OAuth endpoints (introspection, revocation), as an OAuth client
+(``ClientSecretAuthentication``: HTTP Basic or ``client_id``/``client_secret`` body fields).
+JWTs have ``JWTAuthentication``.
+"""
+
+import base64
+import binascii
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote_plus
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -188,3 +197,122 @@ class JWTUser:
 
     def __str__(self) -> str:
         return self.username
+
+
+# --- OAuth client authentication (RFC 6749 § 2.3.1) ------------------------------------------
+
+#: Longest ``Authorization: Basic`` value read: a key id and a whole token, URL-encoded.
+MAX_BASIC_LENGTH = 1024
+
+
+class ClientCredentialsRefused(Exception):  # noqa: N818 — reads better at the raise sites
+    """The request presents client credentials this server cannot accept; ``reason`` is for logs."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ClientSecretAuthentication(BaseAuthentication):
+    """An API token as an OAuth client: ``client_secret_basic`` and ``client_secret_post``.
+
+    Standard RFC 7662 and RFC 7009 clients (authlib, django-oauth-toolkit's resource
+    servers) authenticate this way, not with a Bearer header. The client is an API
+    token: ``client_id`` is its key id, ``client_secret`` the whole token string, sent
+    as HTTP Basic user name and password (form-encoded first, RFC 6749 § 2.3.1) or as
+    body fields. The token is checked by ``services.authenticate_client``, exactly as a
+    Bearer token is (IP allow-list, rate budgets, ``last_used``), so ``request.user`` is
+    its owner and ``request.auth`` the token, for ``HasScope``.
+
+    A request without client credentials is left to the other authenticators; a lone
+    ``client_id`` is no credential (it names a token, it does not prove it). Every
+    refusal (bad secret, a ``client_id`` that is not the token's key id, malformed Basic,
+    two methods at once, which RFC 6749 forbids) is the same generic 401 as any invalid
+    token; the challenge is ``Basic`` when the client tried Basic, or when the view
+    takes no Bearer token, and the Bearer one otherwise.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Any, APIToken] | None:
+        ip = client_ip(request._request)
+        try:
+            presented = client_credentials(request)
+        except ClientCredentialsRefused as refused:
+            raise rejected(request, "Client", refused.reason, None, ip) from None
+        if presented is None:
+            return None
+        client_id, client_secret = presented
+        try:
+            token = services.authenticate_client(client_id, client_secret, ip=ip)
+        except services.InvalidToken as failure:
+            raise rejected(request, "Client", failure.reason, failure.key_id, ip) from None
+        enforce_budgets(request, services.token_budgets(token))
+        return token.owner, token
+
+    def authenticate_header(self, request: Request) -> str:
+        if _authorization_scheme(request) == "basic" or not _accepts_bearer(request):
+            return f'Basic realm="{token_settings().realm}"'
+        return APITokenAuthentication().authenticate_header(request)
+
+
+def _authorization_scheme(request: Request) -> str:
+    header: str = request._request.META.get("HTTP_AUTHORIZATION", "")
+    return header.partition(" ")[0].lower()
+
+
+def _accepts_bearer(request: Request) -> bool:
+    authenticators = getattr(request, "authenticators", ())
+    return any(isinstance(a, APITokenAuthentication | JWTAuthentication) for a in authenticators)
+
+
+def client_credentials(request: Request) -> tuple[str, str] | None:
+    """Return the ``(client_id, client_secret)`` the request presents, or ``None``.
+
+    Raise ``ClientCredentialsRefused`` for credentials that cannot be accepted whatever
+    the secret: malformed Basic, a Basic user name and a body ``client_id`` that differ,
+    a secret without its id, a parameter sent twice, or two methods at once (RFC 6749
+    § 2.3: a client uses one). Reads the body, as the view will.
+    """
+    header: str = request._request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _space, value = header.partition(" ")
+    body_id, body_secret = _body_field(request, "client_id"), _body_field(request, "client_secret")
+    if scheme.lower() == "basic":
+        if body_secret is not None:
+            raise ClientCredentialsRefused("client_secret in the body and in Basic")
+        client_id, client_secret = _basic_credentials(value)
+        if body_id is not None and body_id != client_id:
+            raise ClientCredentialsRefused("client_id differs from the Basic user name")
+        return client_id, client_secret
+    if body_secret is None:
+        return None
+    if header:
+        raise ClientCredentialsRefused("client_secret in the body besides an Authorization header")
+    if body_id is None:
+        raise ClientCredentialsRefused("client_secret without client_id")
+    return body_id, body_secret
+
+
+def _basic_credentials(value: str) -> tuple[str, str]:
+    """Decode ``base64(urlencode(id) ":" urlencode(secret))`` (RFC 7617, RFC 6749 § 2.3.1)."""
+    value = value.strip()
+    if len(value) > MAX_BASIC_LENGTH:
+        raise ClientCredentialsRefused("Basic credentials too long")
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ClientCredentialsRefused("malformed Basic credentials") from None
+    client_id, colon, client_secret = decoded.partition(":")
+    if not colon:
+        raise ClientCredentialsRefused("malformed Basic credentials")
+    return unquote_plus(client_id), unquote_plus(client_secret)
+
+
+def _body_field(request: Request, name: str) -> str | None:
+    """The body parameter *name* (form or JSON), ``None`` when absent; refuse any non-text."""
+    data = request.data
+    if not isinstance(data, Mapping) or name not in data:
+        return None
+    getlist = getattr(data, "getlist", None)
+    values = getlist(name) if getlist is not None else [data[name]]
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise ClientCredentialsRefused(f"malformed {name}")
+    return str(values[0])

@@ -53,6 +53,8 @@ class TokenSettings:
     last_used_interval: timedelta
     max_rotation_grace: timedelta
     password_exchange_rate: str
+    #: Requests per client IP to the RFC 7009 revocation endpoint.
+    revocation_rate: str
     #: Rate for tokens that set none (``None``: such tokens are not limited).
     default_token_rate: str | None
     trusted_proxies: tuple[IPNetwork, ...]
@@ -169,6 +171,10 @@ _password_exchange_rate = _must(
     lambda rate: parse_rate(rate) is not None,
     "PASSWORD_EXCHANGE_RATE must look like '5/15m' (count/[n]s|m|h|d)",
 )
+_revocation_rate = _must(
+    lambda rate: parse_rate(rate) is not None,
+    "REVOCATION_RATE must look like '60/m' (count/[n]s|m|h|d)",
+)
 _default_token_rate = _must(
     lambda rate: rate is None or parse_rate(rate) is not None,
     "DEFAULT_TOKEN_RATE must be None or look like '1000/h' (count/[n]s|m|h|d)",
@@ -246,6 +252,7 @@ SETTINGS: dict[str, Setting] = {
     "LAST_USED_INTERVAL": Setting("5m", _duration, "last_used_interval"),
     "MAX_ROTATION_GRACE": Setting("1d", _duration, "max_rotation_grace"),
     "PASSWORD_EXCHANGE_RATE": Setting("5/15m", _password_exchange_rate, "password_exchange_rate"),
+    "REVOCATION_RATE": Setting("60/m", _revocation_rate, "revocation_rate"),
     "DEFAULT_TOKEN_RATE": Setting(None, _default_token_rate, "default_token_rate"),
     "TRUSTED_PROXIES": Setting([], _networks, "trusted_proxies"),
     "ALLOW_NON_EXPIRING": Setting(False, _flag, "allow_non_expiring"),

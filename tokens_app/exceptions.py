@@ -10,6 +10,7 @@ handler. Forms (``admin.forms.add_service_errors``) and commands
 """
 
 import logging
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -117,3 +118,67 @@ class TranslatedErrors:
 
     def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return exception_handler
+
+
+# --- the OAuth endpoints' error body (RFC 6749 § 5.2, RFC 7009 § 2.2.1) ------------------------
+
+#: The ``error`` code of each status an OAuth endpoint answers with. RFC 6749 § 5.2
+#: defines the request and client errors; ``slow_down`` (RFC 8628) and
+#: ``temporarily_unavailable`` (RFC 6749 § 4.1.2.1) are the registered codes closest to a
+#: rate limit and an outage, whose ``Retry-After`` header says when to try again.
+OAUTH_ERRORS = {
+    400: "invalid_request",
+    401: "invalid_client",
+    405: "invalid_request",
+    413: "invalid_request",
+    415: "invalid_request",
+    429: "slow_down",
+    503: "temporarily_unavailable",
+}
+
+
+def _oauth_text(text: str) -> str:
+    """*text* in the characters RFC 6749 allows in ``error_description``.
+
+    Printable ASCII without ``"`` or ``\\``: accents are dropped, quotes made single.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    cleaned = ascii_text.replace('"', "'").replace("\\", "/")
+    return "".join(char for char in cleaned if " " <= char <= "~")
+
+
+def _describe(data: Any) -> str:
+    """One line for DRF's error body: its ``detail``, or each field with its messages."""
+    if isinstance(data, dict):
+        if set(data) == {"detail"}:
+            return _describe(data["detail"])
+        return "; ".join(f"{field}: {_describe(value)}" for field, value in data.items())
+    if isinstance(data, list):
+        return " ".join(_describe(item) for item in data)
+    return str(data)
+
+
+def oauth_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """:func:`exception_handler`'s answer, with the body OAuth clients read.
+
+    ``{"error": <code>, "error_description": <text>}`` (RFC 6749 § 5.2, which RFC 7009
+    § 2.2.1 and RFC 7662 § 2.3 refer to); status and headers (``WWW-Authenticate``,
+    ``Retry-After``) unchanged.
+    """
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    status_code = response.status_code
+    fallback = "server_error" if status_code >= 500 else "invalid_request"
+    response.data = {
+        "error": OAUTH_ERRORS.get(status_code, fallback),
+        "error_description": _oauth_text(_describe(response.data)),
+    }
+    return response
+
+
+class OAuthErrors(TranslatedErrors):
+    """A view mixin: :class:`TranslatedErrors`, answered in the OAuth error body."""
+
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
+        return oauth_exception_handler

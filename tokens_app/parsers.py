@@ -194,3 +194,6 @@ class MultiPartParser(parsers.MultiPartParser):
 
 #: The token API's parsers (JSON, form, multipart): what its OpenAPI 415 answer lists.
 API_PARSERS: tuple[type[parsers.BaseParser], ...] = (JSONParser, FormParser, MultiPartParser)
+#: The OAuth endpoints' parsers (introspection, revocation): RFC 7662 and RFC 7009 clients
+#: send form bodies; JSON is read too. No multipart: those RFCs define none.
+OAUTH_PARSERS: list[type[parsers.BaseParser]] = [FormParser, JSONParser]

@@ -175,7 +175,7 @@ def test_jwt_for_another_audience_is_refused_here_but_introspects_active(
     assert_invalid(api.get(NOTES, **bearer(for_reports)))  # this API is audience "api"
     assert api.get(NOTES, **bearer(mint_jwt(api, caller.plaintext))).status_code == 200
     answer = introspect(api, caller.plaintext, for_reports).json()
-    assert (answer["active"], answer["token_type"]) == (True, "jwt")
+    assert (answer["active"], answer["tokens_app_kind"], answer["aud"]) == (True, "jwt", "reports")
 
 
 def test_jwt_cannot_mint_another_jwt(api, reader):

@@ -134,6 +134,26 @@ class JWTScheme(OpenApiAuthenticationExtension):
         }
 
 
+class ClientSecretBasicScheme(OpenApiAuthenticationExtension):
+    """HTTP Basic as an OAuth client (``client_secret_basic``): the introspection and revocation
+    endpoints' way in for standard RFC 7662 / RFC 7009 clients."""
+
+    target_class = "tokens_app.authentication.ClientSecretAuthentication"
+    match_subclasses = True
+    name = "clientSecretBasic"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": (
+                "An API token as an OAuth client (RFC 6749 section 2.3.1): user name its key "
+                "id, password the whole token. The same pair may instead be sent as the "
+                "`client_id` and `client_secret` body fields (`client_secret_post`)."
+            ),
+        }
+
+
 class ScopedAutoSchema(AutoSchema):
     """drf-spectacular's ``AutoSchema`` plus required scopes and the API's error responses."""
 
@@ -335,6 +355,26 @@ class MintJWTSchema(OpenApiViewExtension):
         )
 
 
+class ClientCredentialFields(serializers.Serializer[Any]):
+    """``client_secret_post``: the body fields of client authentication (documentation only)."""
+
+    client_id = serializers.CharField(
+        required=False, help_text="`client_secret_post`: the calling API token's key id."
+    )
+    client_secret = serializers.CharField(
+        required=False, help_text="`client_secret_post`: the calling API token, whole."
+    )
+
+
+OAUTH_BODIES = "`application/x-www-form-urlencoded` (as the RFC defines) or JSON"
+
+
+def oauth_request(name: str, parameters: type[serializers.Serializer[Any]]) -> Any:
+    """The documented request of an OAuth endpoint: its parameters plus the client fields."""
+    fields = {**parameters().get_fields(), **ClientCredentialFields().get_fields()}
+    return inline_serializer(name, fields)
+
+
 class IntrospectSchema(OpenApiViewExtension):
     """``/api/auth/introspect/``: RFC 7662, for callers holding ``tokens:introspect``."""
 
@@ -342,18 +382,30 @@ class IntrospectSchema(OpenApiViewExtension):
 
     def view_replacement(self) -> type[APIView]:
         from tokens_app.api.jwt_views import IntrospectSerializer
+        from tokens_app.services.jwts import API_TOKEN_KIND, JWT_KIND, KIND_MEMBER
 
         answer = inline_serializer(
             "Introspection",
             {
                 "active": serializers.BooleanField(),
                 "scope": serializers.CharField(required=False),
+                "client_id": serializers.CharField(
+                    required=False, help_text="The API token's key id (a JWT's: its parent's)."
+                ),
+                "username": serializers.CharField(required=False),
+                "token_type": serializers.ChoiceField(["Bearer"], required=False),
+                KIND_MEMBER: serializers.ChoiceField(
+                    [API_TOKEN_KIND, JWT_KIND],
+                    required=False,
+                    help_text="Extension member: which kind of token this is.",
+                ),
                 "exp": serializers.IntegerField(required=False),
                 "iat": serializers.IntegerField(required=False),
+                "nbf": serializers.IntegerField(required=False, help_text="JWTs only."),
                 "sub": serializers.CharField(required=False),
-                "username": serializers.CharField(required=False),
-                "token_type": serializers.ChoiceField(["api_token", "jwt"], required=False),
-                "client_id": serializers.CharField(required=False),
+                "aud": serializers.CharField(required=False, help_text="JWTs only."),
+                "iss": serializers.CharField(required=False),
+                "jti": serializers.CharField(required=False, help_text="JWTs only."),
                 "allowed_ips": serializers.ListField(
                     child=serializers.CharField(),
                     required=False,
@@ -364,6 +416,78 @@ class IntrospectSchema(OpenApiViewExtension):
                 ),
             },
         )
+        unsupported = OpenApiResponse(
+            APIErrorSerializer, description=f"The body is not {OAUTH_BODIES}."
+        )
         return _documented(
-            self, post=extend_schema(request=IntrospectSerializer, responses={200: answer})
+            self,
+            post=extend_schema(
+                request=oauth_request("TokenIntrospection", IntrospectSerializer),
+                responses={200: answer, 415: unsupported, 503: SERVICE_UNAVAILABLE},
+                description=(
+                    "RFC 7662 introspection of an API token or a JWT. The caller authenticates "
+                    "with a Bearer API token or JWT, or as an OAuth client: HTTP Basic "
+                    "(`client_secret_basic`) or the `client_id` / `client_secret` fields "
+                    "(`client_secret_post`), where the client id is the calling API token's "
+                    "key id and the secret the whole token. Other parameters are ignored. "
+                    'Anything not usable now is exactly `{"active": false}`.'
+                ),
+            ),
+        )
+
+
+class OAuthErrorSerializer(serializers.Serializer[Any]):
+    """RFC 6749 section 5.2: the error body of the revocation endpoint."""
+
+    error = serializers.CharField()
+    error_description = serializers.CharField(required=False)
+
+
+def _oauth_error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(OAuthErrorSerializer, description=description)
+
+
+class RevokeSchema(OpenApiViewExtension):
+    """``/api/auth/revoke/``: RFC 7009, public, rate-limited per client IP, no oracle."""
+
+    target_class = "tokens_app.api.jwt_views.RevokeView"
+
+    def view_replacement(self) -> type[APIView]:
+        from tokens_app.api.jwt_views import RevokeSerializer
+
+        retry_after = OpenApiParameter(
+            "Retry-After", int, OpenApiParameter.HEADER, response=[429, 503], required=True
+        )
+        done = OpenApiResponse(
+            {"type": "object", "additionalProperties": False, "maxProperties": 0},
+            description="`{}`, whether or not the string was a token (no oracle).",
+        )
+        return _documented(
+            self,
+            post=extend_schema(
+                request=oauth_request("TokenRevocation", RevokeSerializer),
+                parameters=[retry_after],
+                responses={
+                    200: done,
+                    400: _oauth_error("`invalid_request`: no `token`, or a parameter twice."),
+                    401: _oauth_error("`invalid_client`: client credentials were sent, wrong."),
+                    413: _oauth_error("`invalid_request`: the body is too large."),
+                    415: _oauth_error(f"`invalid_request`: the body is not {OAUTH_BODIES}."),
+                    429: _oauth_error(
+                        "`slow_down`: too many requests from this address (`REVOCATION_RATE`)."
+                    ),
+                    503: _oauth_error(
+                        "`temporarily_unavailable`: the rate-limit store or the JWT deny list "
+                        "is unreachable; nothing was revoked."
+                    ),
+                },
+                description=(
+                    "RFC 7009 revocation. Holding a token is the right to revoke it: an API "
+                    "token is revoked with every token derived from it and their JWTs; a JWT "
+                    "alone is refused until it expires. No client authentication is needed; "
+                    "a client may authenticate (`client_secret_basic`, `client_secret_post`). "
+                    "`token_type_hint` is ignored: both kinds are looked for. Other "
+                    "parameters are ignored."
+                ),
+            ),
         )

@@ -18,4 +18,5 @@ urlpatterns = [
     path("auth/token/", views.PasswordExchangeView.as_view(), name="password-exchange"),
     path("auth/jwt/", jwt_views.MintJWTView.as_view(), name="jwt-mint"),
     path("auth/introspect/", jwt_views.IntrospectView.as_view(), name="introspect"),
+    path("auth/revoke/", jwt_views.RevokeView.as_view(), name="revoke"),
 ]

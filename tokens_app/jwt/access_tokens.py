@@ -4,7 +4,8 @@ Minting needs an authenticated API token; the JWT carries the token's key id
 (``client_id``), a subset of its scopes, and an expiry that never passes the token's.
 Verification pins the algorithm from settings (never from the token), picks the key by
 ``kid``, checks ``typ``, ``iss``, ``aud``, ``exp``/``nbf`` with a small leeway and every
-required claim, then asks the deny list whether the parent token was revoked.
+required claim, then asks the deny list whether the JWT itself or its parent token was
+revoked.
 
 The keys that sign and verify are ``signing_keys``'s.
 """
@@ -250,6 +251,7 @@ def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
         _user_pk(claims["sub"]),
         claims["iat"],
         claims.get(SECRET_VERSION_CLAIM, 0),
+        claims["jti"],
     )
     if refused:
         raise InvalidJWT(refused, claims["client_id"])

@@ -3,14 +3,16 @@
 A JWT is verified without SQL, so anything that takes power away from the API token
 it was minted from must reach every process another way: the change writes an entry
 here, for as long as any JWT it concerns could still be valid, and every JWT
-verification reads it (one cache round trip). Three kinds of entry:
+verification reads it (one cache round trip). Four kinds of entry:
 
 - the token was **revoked**: every JWT of its key id is refused;
 - the token was **rotated**: JWTs minted by an older secret version are refused from
   the moment that secret stops (at once, or when the rotation grace ends);
 - the token, or its owner, was **narrowed** (scopes, guardrails; the owner deactivated,
   demoted or deleted): every JWT minted up to that second is refused, so clients mint
-  new ones that carry what is allowed now.
+  new ones that carry what is allowed now;
+- one **JWT was revoked** (RFC 7009, by whoever holds it): that JWT alone is refused, by
+  its ``jti``, until it expires.
 
 The alias (``JWT_DENY_LIST_CACHE``) must be shared by every process: Redis in
 production, a file-based cache on one host; it must never evict a live entry (a system
@@ -19,6 +21,7 @@ token's row lock (its revocation, rotation or update), so two writers of one key
 never race their read-modify-write.
 """
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterable
@@ -34,6 +37,7 @@ logger = logging.getLogger("tokens_app")
 
 _PREFIX = "tokens_app:jwt-deny:"
 _OWNER_PREFIX = "tokens_app:jwt-deny-owner:"
+_JTI_PREFIX = "tokens_app:jwt-deny-jti:"
 
 
 class DenyListUnavailable(Exception):  # noqa: N818 — reads better at the raise sites
@@ -127,6 +131,32 @@ def refuse_owner_minted_until(owner_pk: Any, moment: datetime) -> bool:
     return _update(_OWNER_PREFIX + str(owner_pk), change, until, f"owner pk={owner_pk}")
 
 
+def _jti_key(jti: str) -> str:
+    # Hashed: a fixed-length key of safe characters for every cache backend, whatever
+    # the claim holds (only this server's keys sign it, but memcached refuses spaces).
+    return _JTI_PREFIX + hashlib.sha256(jti.encode()).hexdigest()
+
+
+def deny_jwt(jti: str, expires_at: int) -> bool:
+    """Refuse the one JWT *jti* (expiring at the epoch *expires_at*); return whether stored.
+
+    The entry lives as long as that JWT could pass verification (its ``exp`` plus the
+    leeway), and no longer. Never raises: the caller decides what a failed write means.
+    """
+    now = clock.now().timestamp()
+    timeout = max(1, math.ceil(expires_at + token_settings().jwt.leeway_seconds + 1 - now))
+    try:
+        _cache().set(_jti_key(jti), True, timeout=timeout)
+    except Exception as exc:  # the cache client's errors vary by backend
+        logger.error(
+            "JWT deny list unavailable: a JWT could not be revoked (%s)",
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        return False
+    return True
+
+
 def _refusal(entry: dict[str, Any], issued_at: int, secret_version: int, now: float) -> str | None:
     if entry.get("revoked"):
         return "parent token revoked"
@@ -138,17 +168,23 @@ def _refusal(entry: dict[str, Any], issued_at: int, secret_version: int, now: fl
     return None
 
 
-def refusal(key_id: str, owner_pk: Any, issued_at: int, secret_version: int) -> str | None:
+def refusal(
+    key_id: str, owner_pk: Any, issued_at: int, secret_version: int, jti: str | None = None
+) -> str | None:
     """Return why a JWT of *key_id* and owner *owner_pk* must be refused, or ``None``.
 
-    One cache round trip (``get_many``). Raise ``DenyListUnavailable`` if unreadable.
+    One cache round trip (``get_many``), the JWT's own entry (*jti*) included. Raise
+    ``DenyListUnavailable`` if unreadable.
     """
     keys = [_PREFIX + key_id, _OWNER_PREFIX + str(owner_pk)]
+    jti_key = _jti_key(jti) if jti is not None else None
     try:
-        found = _cache().get_many(keys)
+        found = _cache().get_many([*keys, jti_key] if jti_key else keys)
     except Exception as exc:  # the cache client's errors vary by backend
         logger.error("JWT deny list unreadable (%s)", type(exc).__name__, exc_info=exc)
         raise DenyListUnavailable from exc
+    if jti_key in found:
+        return "JWT revoked"
     now = clock.now().timestamp()
     for key in keys:
         if key in found:

@@ -99,6 +99,23 @@ def authenticate_token(
     return token
 
 
+def authenticate_client(client_id: str, client_secret: str, *, ip: str | None) -> APIToken:
+    """Return the API token that authenticates as an OAuth client, or raise ``InvalidToken``.
+
+    RFC 6749 client authentication (``client_secret_basic``, ``client_secret_post``) for
+    the introspection and revocation endpoints: the client is an API token, its
+    ``client_id`` the token's key id and its ``client_secret`` the whole token string.
+    The secret is checked exactly as a Bearer token is (:func:`authenticate_token`: the
+    same cost, IP allow-list and ``last_used`` stamp); only then is *client_id* compared,
+    so a key id, which is public, proves nothing alone and a mismatch costs what a wrong
+    secret costs.
+    """
+    token = authenticate_token(client_secret, ip=ip)
+    if client_id != token.key_id:
+        raise InvalidToken("client_id is not the key id of the client_secret", token.key_id)
+    return token
+
+
 # --- password exchange ------------------------------------------------------------------
 
 PASSWORD_RATE_GROUP = "tokens_app.password-exchange"  # noqa: S105 — a cache key prefix
@@ -181,6 +198,27 @@ def check_user_password(request: HttpRequest, username: str, password: str) -> A
     return user if user is not None and getattr(user, "is_active", False) else None
 
 
+# --- revocation endpoint ----------------------------------------------------------------
+
+REVOCATION_RATE_GROUP = "tokens_app.revocation"
+
+
+def count_revocation_attempt(request: HttpRequest) -> None:
+    """Count one request to the RFC 7009 revocation endpoint per client IP; raise when over.
+
+    Every request counts, before its body is read or its client authenticated: the
+    endpoint is public, answers the same whether a token existed or not, and each
+    request costs a secret verification, so a flood is refused before any of that.
+    Over ``REVOCATION_RATE`` raises ``TooManyAttempts``; a cache that cannot count
+    raises ``RateLimiterUnavailable`` (fail closed, see ``_usage``).
+    """
+    rate = token_settings().revocation_rate
+    usage = _usage(request, REVOCATION_RATE_GROUP, _client_address_key, rate)
+    if usage is not None and usage["should_limit"]:
+        logger.warning("Revocation rate exceeded (ip %s)", client_ip(request) or "-")
+        raise TooManyAttempts(max(int(usage["time_left"]), 1))
+
+
 # --- per-token rate limit ---------------------------------------------------------------
 
 TOKEN_RATE_GROUP = "tokens_app.token"  # noqa: S105 — a cache key prefix
@@ -227,6 +265,10 @@ def count_token_requests(request: HttpRequest, budgets: Sequence[Budget]) -> Non
             waits.append(max(int(usage["time_left"]), 1))
     if waits:
         raise TooManyAttempts(max(waits))
+
+
+def _client_address_key(group: str, request: HttpRequest) -> str:
+    return client_ip(request) or "unknown"
 
 
 def _constant_key(value: str) -> Any:

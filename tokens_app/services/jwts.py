@@ -1,11 +1,13 @@
-"""What a JWT may carry, and what introspection answers: the policy of both.
+"""What a JWT may carry, what introspection answers, what revoking a JWT does: the policy.
 
 ``tokens_app.jwt.access_tokens`` keeps the mechanics (keys, signing, verification); the rules
 live here: a JWT is minted only by an API token, within what ``services.authority``
-says the presented credential may hand on, and an introspection answer says only what
-a resource server needs to apply the token's limits.
+says the presented credential may hand on; an introspection answer says only what
+a resource server needs to apply the token's limits; and a revoked JWT is refused alone,
+by its ``jti``, until it expires.
 """
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,10 +18,12 @@ from django.utils.translation import gettext_lazy as _
 
 from tokens_app.conf import token_settings
 from tokens_app.core import clock
-from tokens_app.jwt import access_tokens
+from tokens_app.jwt import access_tokens, denylist
 from tokens_app.models import APIToken
 from tokens_app.services import authority
 from tokens_app.services.credentials import InvalidToken, authenticate_token, token_rate
+
+logger = logging.getLogger("tokens_app")
 
 #: The answer for anything not usable right now, without saying why (RFC 7662 § 2.2).
 INACTIVE: dict[str, Any] = {"active": False}
@@ -109,15 +113,31 @@ def mint_jwt(
 
 # --- introspection (RFC 7662) ----------------------------------------------------------------
 
+#: The extension member of an active answer that names the kind of token (RFC 7662 § 2.2
+#: lets a server add its own): ``"api_token"`` or ``"jwt"``. Namespaced, so that it never
+#: collides with a member registered later.
+KIND_MEMBER = "tokens_app_kind"
+API_TOKEN_KIND, JWT_KIND = "api_token", "jwt"
+
 
 def introspect(raw: str) -> dict[str, Any]:
     """The RFC 7662 answer for *raw*, an API token string or a JWT.
 
-    ``{"active": false}`` for anything not usable right now; otherwise its scopes, times,
-    owner and the guardrails a resource server must apply itself (only those set). Raise
-    ``denylist.DenyListUnavailable`` when a JWT cannot be checked (never "active").
+    ``{"active": false}`` for anything not usable right now. Otherwise the members a
+    resource server needs, each only where it is known: ``iss``, ``aud``, ``jti``,
+    ``nbf``, ``exp``, ``iat``, ``sub``, ``client_id`` (the API token's key id),
+    ``username``, ``scope``; ``token_type`` is ``"Bearer"`` (RFC 6749 § 7.1: how both
+    kinds are presented); :data:`KIND_MEMBER` says which kind it is; and the guardrails
+    the resource server must apply itself (only those set). An API token has no
+    audience, no ``jti`` (its key id is its ``client_id``) and no ``nbf`` (a rotated
+    secret did not exist before it was issued). Raise ``denylist.DenyListUnavailable``
+    when a JWT cannot be checked (never "active").
     """
     return _describe_jwt(raw) if access_tokens.looks_like_jwt(raw) else _describe_api_token(raw)
+
+
+def _active(kind: str) -> dict[str, Any]:
+    return {"active": True, "token_type": "Bearer", KIND_MEMBER: kind}
 
 
 def _describe_api_token(raw: str) -> dict[str, Any]:
@@ -127,13 +147,13 @@ def _describe_api_token(raw: str) -> dict[str, Any]:
     except InvalidToken:
         return INACTIVE
     answer: dict[str, Any] = {
-        "active": True,
+        **_active(API_TOKEN_KIND),
         "scope": " ".join(sorted(token.effective_scopes)),
-        "iat": _epoch(token.created_at),
+        "client_id": token.key_id,
         "sub": str(token.owner.pk),
         "username": token.owner.get_username(),
-        "token_type": "api_token",
-        "client_id": token.key_id,
+        "iss": token_settings().jwt.issuer,
+        "iat": _epoch(token.created_at),
     }
     # A rotated token's previous secret ends with its grace: that is when *this* one expires.
     expires_at = authority.bounds_of(authority.credential_of(token.owner, token)).expires_at
@@ -155,13 +175,37 @@ def _describe_jwt(raw: str) -> dict[str, Any]:
         return INACTIVE
     claims = verified.claims
     return {
-        "active": True,
+        **_active(JWT_KIND),
         "scope": " ".join(verified.scopes),
-        "exp": int(claims["exp"]),
-        "iat": int(claims["iat"]),
+        "client_id": verified.key_id,
         "sub": verified.subject,
         "username": str(claims.get("username", "")),
-        "token_type": "jwt",
-        "client_id": verified.key_id,
+        "iss": claims["iss"],
+        "aud": claims["aud"],
+        "jti": claims["jti"],
+        "iat": int(claims["iat"]),
+        "nbf": int(claims["nbf"]),
+        "exp": int(claims["exp"]),
         **_guardrails(verified.allowed_ips, verified.rate_limit),
     }
+
+
+# --- revocation (RFC 7009) -------------------------------------------------------------------
+
+
+def revoke_jwt(raw: str) -> bool:
+    """Refuse the JWT *raw* from now until it expires; return whether it was one to refuse.
+
+    Only that JWT (by its ``jti``): its API token and the token's other JWTs live on. A
+    string that is no acceptable JWT (forged, expired, already refused) changes nothing.
+    Raise ``denylist.DenyListUnavailable`` when the deny list cannot be read or written:
+    a revocation that was not stored must not be reported as done.
+    """
+    try:
+        verified = access_tokens.verify(raw, any_audience=True)
+    except access_tokens.InvalidJWT:
+        return False
+    if not denylist.deny_jwt(str(verified.claims["jti"]), int(verified.claims["exp"])):
+        raise denylist.DenyListUnavailable
+    logger.info("Revoked a JWT of key id %s until it expires", verified.key_id)
+    return True

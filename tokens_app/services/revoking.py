@@ -16,15 +16,18 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 from tokens_app.core import clock, limits
-from tokens_app.jwt import denylist
+from tokens_app.jwt import access_tokens, denylist
 from tokens_app.models import APIToken, TokenEvent, token_database
-from tokens_app.services import authority
+from tokens_app.services import authority, jwts
 from tokens_app.services.audit import record_event
-from tokens_app.services.caller import OPERATOR, Caller
+from tokens_app.services.caller import OPERATOR, Caller, Via
+from tokens_app.services.credentials import InvalidToken, authenticate_token
 
 logger = logging.getLogger("tokens_app")
 
 MAX_REASON_LENGTH = limits.REASON_LENGTH
+#: The audit reason of a token revoked through ``POST /api/auth/revoke/`` by its holder.
+PRESENTED_REASON = "self-revoked (RFC 7009)"
 
 
 def clean_reason(reason: Any) -> str:
@@ -138,3 +141,31 @@ def revoke_all_tokens(owner: Any, *, reason: str = "", caller: Caller = OPERATOR
     revoked = revoke_tokens(pending, caller=caller, reason=reason)
     logger.info("Revoked all %d API tokens of user pk=%s via %s", revoked, owner.pk, caller.surface)
     return revoked
+
+
+def revoke_presented(raw: str, *, ip: str | None = None) -> bool:
+    """RFC 7009: revoke what the string *raw* is, because whoever sends it holds it.
+
+    An API token (its current secret, or the previous one during a rotation grace) is
+    revoked with its family and its JWTs, as ``DELETE /api/tokens/current/`` would, by
+    a caller presenting that very token (``services.authority`` lets every token revoke
+    itself); from any address, since taking power away is what a leak response needs.
+    A JWT is refused alone, by its ``jti``, until it expires (``jwts.revoke_jwt``).
+    Anything else (unknown, malformed, a key id alone, a look-alike, already revoked,
+    expired) changes nothing. Return whether something was revoked: the endpoint
+    answers the same either way, so it is no oracle. Raise
+    ``denylist.DenyListUnavailable`` when a JWT's revocation cannot be stored.
+    """
+    if access_tokens.looks_like_jwt(raw):
+        return jwts.revoke_jwt(raw)
+    try:
+        token = authenticate_token(raw, ip=ip, touch=False, check_address=False)
+    except InvalidToken as failure:
+        logger.info(
+            "Revocation of an unusable token ignored: %s (key id %s)",
+            failure.reason,
+            failure.key_id or "-",
+        )
+        return False
+    holder = Caller(user=token.owner, presented=token, ip=ip, via=Via.API)
+    return revoke_token(token, reason=PRESENTED_REASON, caller=holder)
