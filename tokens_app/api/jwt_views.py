@@ -1,7 +1,9 @@
-"""JWTs: minting (``POST /api/auth/jwt/``), introspection (RFC 7662) and the JWKS document."""
+"""JWTs: minting (``POST /api/auth/jwt/``) and introspection (RFC 7662).
 
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_safe
+The JWKS document is ``tokens_app.api.wellknown.jwks``; it is importable from here too,
+where earlier releases defined it.
+"""
+
 from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission, IsAuthenticated
@@ -12,9 +14,10 @@ from rest_framework.views import APIView
 from tokens_app import services
 from tokens_app.api.serializers import StrictSerializer
 from tokens_app.api.views import caller_token
+from tokens_app.api.wellknown import jwks  # noqa: F401 -- where projects routed it from
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.exceptions import TranslatedErrors
-from tokens_app.jwt import access_tokens, signing_keys
+from tokens_app.jwt import access_tokens
 from tokens_app.parsers import API_PARSERS
 from tokens_app.permissions import HasScope
 
@@ -76,11 +79,3 @@ class IntrospectView(TranslatedErrors, APIView):
         response = Response(services.introspect(raw))
         response["Cache-Control"] = "no-store"
         return response
-
-
-@require_safe
-def jwks(request: HttpRequest) -> JsonResponse:
-    """``GET /.well-known/jwks.json``: the public keys JWTs are signed with (none for HS256)."""
-    response = JsonResponse({"keys": signing_keys.keyring().public_jwks()})
-    response["Cache-Control"] = "public, max-age=300"
-    return response
