@@ -5,12 +5,14 @@ memory cache), ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG`` (default on: this is a
 demo; production sets ``DJANGO_DEBUG=0`` and must then give a secret key),
 ``DJANGO_ALLOWED_HOSTS`` (comma-separated), ``DJANGO_SECURE`` (HTTPS-only
 cookies, HSTS, SSL redirect; default off), ``DJANGO_STATIC_ROOT`` (where
-``collectstatic`` puts files; default ``var/static``) and ``API_TOKENS_HASH_KEY``.
-README's "Deploying" section explains each for production.
+``collectstatic`` puts files; default ``var/static``), ``DJANGO_CORS_ALLOWED_ORIGINS``
+(comma-separated web origins whose pages may call ``/api/``; default none) and
+``API_TOKENS_HASH_KEY``. README's "Deploying" section explains each for production.
 """
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,51 @@ ALLOWED_HOSTS = [
     if host.strip()
 ]
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+#: A web origin as browsers send it (RFC 6454): scheme, host (a name, an IPv4 address or a
+#: bracketed IPv6 one) and an optional port; no path, no trailing slash, no wildcard.
+ORIGIN = re.compile(
+    rf"https?://(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?"
+)
+
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def web_origin(value: str) -> str | None:
+    """*value* written as browsers send it in ``Origin``, or ``None`` if it is not an origin.
+
+    Lowercase and without a default port, since the middleware compares strings: a
+    configured ``https://App.example.com:443`` would otherwise never match.
+    """
+    origin = value.strip().lower()
+    match = ORIGIN.fullmatch(origin)
+    if match is None or not 0 < int(match["port"] or 443) < 65536:
+        return None
+    if match["port"] == DEFAULT_PORTS[origin.partition("://")[0]]:
+        origin = origin.removesuffix(f":{match['port']}")
+    return origin
+
+
+def env_origins(name: str) -> list[str]:
+    """Return the comma-separated web origins of environment variable *name*; refuse others.
+
+    A value that is not exactly an origin (a trailing slash or path, a wildcard, a missing
+    scheme, a port out of range) would silently never match what browsers send, so it
+    stops the start-up instead, naming the value. Blank entries are skipped, as in
+    ``DJANGO_ALLOWED_HOSTS``.
+    """
+    origins = []
+    for entry in filter(str.strip, os.environ.get(name, "").split(",")):
+        origin = web_origin(entry)
+        if origin is None:
+            raise ImproperlyConfigured(
+                f"{name} must list origins such as https://app.example.com (scheme, host and "
+                f"optional port; no path, no trailing slash, no wildcard), not {entry.strip()!r}."
+            )
+        origins.append(origin)
+    return origins
+
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -55,6 +102,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "corsheaders",
     "django_ratelimit",  # for its system checks on the rate-limit cache
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -64,6 +112,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything that answers on its own (503, 413, CommonMiddleware's redirects), so
+    # those carry CORS headers too; it answers preflights itself, before any authentication.
+    "corsheaders.middleware.CorsMiddleware",
     "project.middleware.ServiceUnavailableMiddleware",
     "project.middleware.APIRequestBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -263,6 +314,18 @@ API_TOKENS = {
         "audit:read": {"description": "Read the token audit trail.", "requires": "staff"},
     },
 }
+
+# CORS (django-cors-headers), for the API only: pages on these origins may call /api/ with
+# a bearer token. No cookies cross-origin (a session is never driven from another site), and
+# a preflight is answered by the middleware, so it never needs a credential. Empty (the
+# default): no CORS headers at all. The public documents under /.well-known/ are outside
+# CORS_URLS_REGEX: their views answer any origin with `*` themselves (tokens_app.api.wellknown).
+CORS_ALLOWED_ORIGINS = env_origins("DJANGO_CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = ["authorization", "content-type"]
+# A browser client reads why it was refused and when to retry (RFC 6750, RFC 9728 §5.1).
+CORS_EXPOSE_HEADERS = ["retry-after", "www-authenticate"]
 
 SECURE = env_flag("DJANGO_SECURE", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE

@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from project import health
 from project.api import WhoAmIView
 from project.errors import api_not_found
-from tokens_app.api.jwt_views import jwks
+from tokens_app.api import wellknown
 from tokens_app.login import throttle_admin_site
 
 # The admin login and password change count attempts like the password exchange (429/503).
@@ -17,7 +17,17 @@ throttle_admin_site(admin.site)
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/", admin.site.urls),
-    path(".well-known/jwks.json", jwks, name="jwks"),
+    path(".well-known/jwks.json", wellknown.jwks, name="jwks"),
+    path(
+        ".well-known/oauth-authorization-server",
+        wellknown.authorization_server_metadata,
+        name="oauth-authorization-server",
+    ),
+    path(
+        ".well-known/oauth-protected-resource",
+        wellknown.protected_resource_metadata,
+        name="oauth-protected-resource",
+    ),
     path("health/", health.live, name="health-live"),
     path("health/ready/", health.ready, name="health-ready"),
     path("api/whoami/", WhoAmIView.as_view(), name="whoami"),

@@ -35,7 +35,10 @@ ADMIN_ADD = f"{ADMIN_LIST}add/"
 # --- what the server answers ----------------------------------------------------------------
 
 INVALID_BODY = {"detail": "Invalid token."}
-INVALID_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
+#: The RFC 9728 document's URL, which every 401 challenge names (as the test client's host).
+RESOURCE_METADATA = 'resource_metadata="http://testserver/.well-known/oauth-protected-resource"'
+NO_CREDENTIALS_CHALLENGE = f'Bearer realm="api", {RESOURCE_METADATA}'
+INVALID_CHALLENGE = f'Bearer realm="api", error="invalid_token", {RESOURCE_METADATA}'
 UNAVAILABLE = {"detail": "The service is temporarily unavailable. Try again shortly."}
 ISSUER = "tokens_app-example"  # JWT_ISSUER of the example project
 

@@ -21,6 +21,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from tokens_app import services
+from tokens_app.api import wellknown
 from tokens_app.conf import token_settings
 from tokens_app.core.address import client_ip, ip_allowed
 from tokens_app.exceptions import api_error
@@ -76,10 +77,28 @@ class APITokenAuthentication(BaseAuthentication):
         return token.owner, token
 
     def authenticate_header(self, request: Request) -> str:
-        realm = token_settings().realm
-        if getattr(request, _INVALID_FLAG, False):
-            return f'Bearer realm="{realm}", error="invalid_token"'
-        return f'Bearer realm="{realm}"'
+        return challenge(request)
+
+
+def challenge(request: Request) -> str:
+    """The ``WWW-Authenticate`` value of a 401: RFC 6750's, plus where to learn more.
+
+    ``error="invalid_token"`` when a credential was refused (not when none was sent), and
+    ``resource_metadata``, the absolute URL of the RFC 9728 document (§5.1), when the
+    project routes it: that is how a client discovers the issuer, scopes and keys.
+    """
+    parameters = [("realm", token_settings().realm)]
+    if getattr(request, _INVALID_FLAG, False):
+        parameters.append(("error", "invalid_token"))
+    metadata = wellknown.resource_metadata_url(request._request)
+    if metadata is not None:
+        parameters.append(("resource_metadata", metadata))
+    return "Bearer " + ", ".join(f"{name}={quoted(value)}" for name, value in parameters)
+
+
+def quoted(value: str) -> str:
+    """*value* as an HTTP quoted-string (RFC 9110 §5.6.4): ``"`` and ``\\`` escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _accepts_jwts(request: Request) -> bool:

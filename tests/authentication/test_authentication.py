@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import INVALID_BODY, NOTES, bearer
+from tests.helpers import INVALID_BODY, INVALID_CHALLENGE, NO_CREDENTIALS_CHALLENGE, NOTES, bearer
 from tokens_app import services
 from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def invalid_challenge(response: Any) -> bool:
-    return response["WWW-Authenticate"] == 'Bearer realm="api", error="invalid_token"'
+    return response["WWW-Authenticate"] == INVALID_CHALLENGE
 
 
 def test_token_with_read_scope_reads_notes(api, alice, issue):
@@ -42,7 +42,7 @@ def test_token_without_write_scope_gets_insufficient_scope(api, alice, issue):
 def test_no_credentials_get_bearer_challenge(api):
     response = api.get(NOTES)
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == NO_CREDENTIALS_CHALLENGE
     assert "detail" in response.json()
 
 
@@ -146,7 +146,7 @@ def test_other_schemes_are_left_to_other_authenticators(api, alice):
     # Basic credentials are not ours: no invalid_token, just "not authenticated".
     response = api.get(NOTES, HTTP_AUTHORIZATION="Basic YWxpY2U6cHc=")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == NO_CREDENTIALS_CHALLENGE
 
 
 def test_x_api_key_is_ignored_unless_enabled(api, alice, issue, settings):

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 from rest_framework.views import APIView
 
-from tests.helpers import bearer
+from tests.helpers import NO_CREDENTIALS_CHALLENGE, bearer
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.permissions import HasAnyScope, HasScope, required_scopes
 
@@ -162,7 +162,7 @@ def test_view_without_required_scopes_refuses_superuser_session(superuser):
 def test_view_without_required_scopes_challenges_anonymous():
     response = call(scoped())
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == NO_CREDENTIALS_CHALLENGE
 
 
 @pytest.mark.parametrize(
@@ -251,7 +251,7 @@ def test_challenge_uses_the_configured_realm(settings, alice, issue):
 def test_anonymous_request_to_scoped_view_is_challenged():
     response = call(scoped(["notes:read"]))
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == NO_CREDENTIALS_CHALLENGE
 
 
 # Tokens and the grant policy

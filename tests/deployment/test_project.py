@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from project.notes.models import Note
 from tests import live
-from tests.helpers import ROOT, bearer
+from tests.helpers import NO_CREDENTIALS_CHALLENGE, ROOT, bearer
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +67,7 @@ def test_session_staff_holds_staff_scopes(api, staff):
 def test_whoami_needs_credentials(api):
     response = api.get("/api/whoami/")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == NO_CREDENTIALS_CHALLENGE
 
 
 def test_home_page_and_admin_login_render(client):

@@ -1,12 +1,13 @@
-"""JWTs and the OAuth endpoints: minting (``POST /api/auth/jwt/``), the JWKS document,
-introspection (RFC 7662) and revocation (RFC 7009) of API tokens and JWTs.
+"""JWTs and the OAuth endpoints: minting (``POST /api/auth/jwt/``), introspection (RFC 7662)
+and revocation (RFC 7009) of API tokens and JWTs.
+
+The JWKS document is ``tokens_app.api.wellknown.jwks``; it is importable from here too,
+where earlier releases defined it.
 """
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_safe
 from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
@@ -17,10 +18,11 @@ from rest_framework.views import APIView
 from tokens_app import services
 from tokens_app.api.serializers import StrictSerializer
 from tokens_app.api.views import caller_token
+from tokens_app.api.wellknown import jwks  # noqa: F401 -- where projects routed it from
 from tokens_app.authentication import APITokenAuthentication, ClientSecretAuthentication
 from tokens_app.core.address import client_ip
 from tokens_app.exceptions import OAuthErrors, TranslatedErrors
-from tokens_app.jwt import access_tokens, signing_keys
+from tokens_app.jwt import access_tokens
 from tokens_app.parsers import API_PARSERS, OAUTH_PARSERS
 from tokens_app.permissions import HasScope
 
@@ -149,10 +151,3 @@ class RevokeView(OAuthErrors, APIView):
         response["Cache-Control"] = "no-store"
         return response
 
-
-@require_safe
-def jwks(request: HttpRequest) -> JsonResponse:
-    """``GET /.well-known/jwks.json``: the public keys JWTs are signed with (none for HS256)."""
-    response = JsonResponse({"keys": signing_keys.keyring().public_jwks()})
-    response["Cache-Control"] = "public, max-age=300"
-    return response

@@ -24,6 +24,12 @@ from tokens_app.conf import cached_until_settings_change, token_settings
 
 _KEY_TYPES = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey,
               "EdDSA": ed25519.Ed25519PublicKey}  # fmt: skip
+#: The required members of each key type's public JWK (RFC 7518 §6, RFC 8037 §2).
+_KEY_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,11 +46,16 @@ class Keyring:
     verification: Mapping[str, VerificationKey]
 
     def public_jwks(self) -> list[dict[str, Any]]:
-        """The public keys as JWKs (none for HS256: a shared secret is never published)."""
+        """The public keys as JWKs (none for HS256: a shared secret is never published).
+
+        Each key says what it is for once, with ``use: "sig"``, whatever its type: RFC 7517
+        §4.3 says ``use`` and ``key_ops`` SHOULD NOT both appear, and PyJWT gives RSA keys
+        ``key_ops`` but EC keys none, so only the key type's own members are kept.
+        """
         if self.algorithm == "HS256":
             return []
         return [
-            {**_public_jwk(entry.key), "kid": kid, "use": "sig", "alg": self.algorithm}
+            {**_key_members(entry.key), "kid": kid, "use": "sig", "alg": self.algorithm}
             for kid, entry in self.verification.items()
         ]
 
@@ -66,11 +77,15 @@ def _alg_for(public_key: Any) -> str:
     raise ImproperlyConfigured("JWT keys must be RSA, EC P-256 or Ed25519 keys")
 
 
+def _key_members(public_key: Any) -> dict[str, Any]:
+    """The members that are the public key itself (RFC 7638 §3.2), and nothing PyJWT adds."""
+    jwk = _public_jwk(public_key)
+    return {name: jwk[name] for name in _KEY_MEMBERS[jwk["kty"]]}
+
+
 def thumbprint(public_key: Any) -> str:
     """The key's RFC 7638 JWK thumbprint: a ``kid`` that names the key, not a secret."""
-    jwk = _public_jwk(public_key)
-    members = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
-    canonical = {name: jwk[name] for name in members[jwk["kty"]]}
+    canonical = _key_members(public_key)
     encoded = json.dumps(canonical, separators=(",", ":"), sort_keys=True).encode()
     return _b64(hashlib.sha256(encoded).digest())
 
