@@ -150,4 +150,3 @@ class RevokeView(OAuthErrors, APIView):
         response = Response({}, status=status.HTTP_200_OK)
         response["Cache-Control"] = "no-store"
         return response
-
