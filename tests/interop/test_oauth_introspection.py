@@ -19,6 +19,7 @@ from tests.helpers import (
     INVALID_BODY,
     INVALID_CHALLENGE,
     ISSUER,
+    NO_CREDENTIALS_CHALLENGE,
     PREFIX,
     SECRET,
     bearer,
@@ -226,7 +227,7 @@ def test_client_parameters_sent_twice_or_not_text_are_refused(api, introspector,
 def test_no_credentials_is_the_bearer_challenge(api, target):
     response = form(api, INTROSPECT, {"token": target.plaintext, "client_id": "x"})
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == NO_CREDENTIALS_CHALLENGE
 
 
 def test_refusal_reasons_are_logged_by_key_id_never_the_secret(
