@@ -15,7 +15,7 @@ from tokens_app.api.views import caller_token
 from tokens_app.authentication import APITokenAuthentication
 from tokens_app.exceptions import TranslatedErrors
 from tokens_app.jwt import access_tokens, signing_keys
-from tokens_app.parsers import API_PARSERS
+from tokens_app.parsers import API_PARSERS, OAUTH_PARSERS
 from tokens_app.permissions import HasScope
 
 
@@ -65,7 +65,7 @@ class IntrospectView(TranslatedErrors, APIView):
     Anything not usable right now is ``{"active": false}``, without saying why.
     """
 
-    parser_classes = API_PARSERS
+    parser_classes = OAUTH_PARSERS
     permission_classes = [HasScope]
     required_scopes = ["tokens:introspect"]
 
