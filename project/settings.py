@@ -230,9 +230,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "tokens_app example API",
     "DESCRIPTION": (
         "Scoped, hashed, expiring, revocable API tokens. Send `Authorization: Bearer tka_...`; "
-        "each operation lists the scopes a token needs in `x-required-scopes`."
+        "each operation lists the scopes a token needs in its security requirement and in "
+        "`x-required-scopes`."
     ),
     "VERSION": "0.1.0",
+    # 3.1: scopes in the security requirement of a bearer (non-OAuth2) scheme are valid.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/",
     "COMPONENT_SPLIT_REQUEST": True,

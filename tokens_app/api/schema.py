@@ -1,8 +1,14 @@
 """OpenAPI 3 through drf-spectacular: the bearer scheme, required scopes and error responses.
 
 Set ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "tokens_app.api.schema.ScopedAutoSchema"``.
-Importing this module registers the extensions: the bearer security scheme of
-``APITokenAuthentication`` and the request/response shapes of the token API views.
+Importing this module registers the extensions: the bearer security schemes of
+``APITokenAuthentication`` and ``JWTAuthentication`` and the request/response shapes of the
+token API views.
+
+Each operation's scopes are in its security requirement (``{"apiToken": ["tokens:read"]}``),
+where tools look for them, and in ``x-required-scopes``. OpenAPI 3.1 allows scopes on any
+scheme; 3.0 only on OAuth2 and OpenID Connect ones, so set ``SPECTACULAR_SETTINGS["OAS_VERSION"]
+= "3.1.0"`` (the example project does).
 """
 
 from typing import Any
@@ -97,7 +103,21 @@ ERROR_RESPONSES = {
 }
 
 
-class APITokenScheme(OpenApiAuthenticationExtension):
+class ScopedScheme(OpenApiAuthenticationExtension):
+    """A bearer scheme whose security requirement lists the operation's scopes.
+
+    That is where generators and gateways read what an operation needs (OpenAPI 3.1 allows
+    it for any scheme); ``[]`` when the operation needs none.
+    """
+
+    def get_security_requirement(self, auto_schema: AutoSchema) -> dict[str, list[str]]:
+        scopes = None
+        if isinstance(auto_schema, ScopedAutoSchema):
+            scopes = auto_schema.operation_scopes()
+        return {str(self.name): scopes or []}
+
+
+class APITokenScheme(ScopedScheme):
     """``Authorization: Bearer <token>``: an HTTP bearer security scheme."""
 
     target_class = "tokens_app.authentication.APITokenAuthentication"
@@ -113,12 +133,12 @@ class APITokenScheme(OpenApiAuthenticationExtension):
             "description": (
                 f"An API token (`{prefix}_…`) issued in the admin, by `manage.py issue_token` "
                 "or through `/api/tokens/`. Each operation lists the scopes it needs "
-                f"in `{SCOPES_EXTENSION}`."
+                f"in its security requirement and in `{SCOPES_EXTENSION}`."
             ),
         }
 
 
-class JWTScheme(OpenApiAuthenticationExtension):
+class JWTScheme(ScopedScheme):
     """``Authorization: Bearer <JWT>``: a short-lived access token from ``/api/auth/jwt/``."""
 
     target_class = "tokens_app.authentication.JWTAuthentication"
