@@ -266,11 +266,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "tokens_app.exceptions.exception_handler",
     # Bounded parsers: deep JSON is a 400, a body over DATA_UPLOAD_MAX_MEMORY_SIZE a 413.
-    "DEFAULT_PARSER_CLASSES": [
-        "tokens_app.parsers.JSONParser",
-        "tokens_app.parsers.FormParser",
-        "tokens_app.parsers.MultiPartParser",
-    ],
+    # JSON only: one media type per request body in the schema, as client generators need;
+    # a form or multipart body is a 415.
+    "DEFAULT_PARSER_CLASSES": ["tokens_app.parsers.JSONParser"],
+    # DRF's test client sends what the API reads (its default is multipart).
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "tokens_app.api.schema.ScopedAutoSchema",
@@ -281,9 +281,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "tokens_app example API",
     "DESCRIPTION": (
         "Scoped, hashed, expiring, revocable API tokens. Send `Authorization: Bearer tka_...`; "
-        "each operation lists the scopes a token needs in `x-required-scopes`."
+        "each operation lists the scopes a token needs in its security requirement and in "
+        "`x-required-scopes`."
     ),
     "VERSION": "0.1.0",
+    # 3.1: scopes in the security requirement of a bearer (non-OAuth2) scheme are valid.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/",
     "COMPONENT_SPLIT_REQUEST": True,

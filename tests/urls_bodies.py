@@ -2,8 +2,9 @@
 
 ``tests/api/test_bodies.py`` uses them (``pytest.mark.urls``) for the paths the example project
 does not have: a plain Django view under ``/api/`` that reads ``request.POST`` (and one
-the CSRF middleware reads for), a DRF view that kept DRF's own ``JSONParser``, and a DRF
-view with a genuine recursion bug.
+the CSRF middleware reads for), a DRF view that kept DRF's own ``JSONParser``, a DRF
+view with a genuine recursion bug, and a project's DRF view that reads JSON, forms and
+multipart through the bounded parsers (the token API reads JSON only).
 """
 
 from typing import Any
@@ -20,6 +21,7 @@ from rest_framework.views import APIView
 
 from project.urls import handler400, handler404, handler500
 from project.urls import urlpatterns as project_urlpatterns
+from tokens_app.parsers import FormParser, JSONParser, MultiPartParser
 
 
 def plain_form(request: HttpRequest) -> HttpResponse:
@@ -33,6 +35,19 @@ class StockJSONView(APIView):
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
     parser_classes = [parsers.JSONParser]
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response({"keys": len(request.data)})
+
+
+class AllParsersView(APIView):
+    """A project's DRF view that takes JSON, forms and multipart, all through bounded parsers.
+
+    Anyone may post (sessions included, so the CSRF check reads the body too).
+    """
+
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response({"keys": len(request.data)})
@@ -59,6 +74,7 @@ urlpatterns = [
     path("test/plain-form/", csrf_exempt(plain_form)),
     path("api/test/stock-json/", StockJSONView.as_view()),
     path("api/test/recursion-bug/", RecursionBugView.as_view()),
+    path("api/test/all-parsers/", AllParsersView.as_view()),
     *project_urlpatterns,
 ]
 

@@ -3,8 +3,10 @@
 DRF's ``JSONParser`` lets ``RecursionError`` escape on deeply nested input (``[`` x 100,000
 was a 500); DRF before 3.17.2 read JSON and form bodies with no size limit; and Django
 streams multipart file parts of any size to disk before a view can refuse them. The token
-API sets :data:`API_PARSERS` on its views whatever the project's ``DEFAULT_PARSER_CLASSES``
-say; a project can make them its defaults too. :func:`request_body_error` turns Django's
+API sets :data:`API_PARSERS` (JSON only) on its views whatever the project's
+``DEFAULT_PARSER_CLASSES`` say, and :data:`OAUTH_PARSERS` (form and JSON) on the RFC
+endpoints that clients send forms to; a project can make them its defaults too. Any other
+media type is DRF's 415, before a byte is read. :func:`request_body_error` turns Django's
 own body limits into the same 413 for the exception handlers.
 """
 
@@ -192,8 +194,12 @@ class MultiPartParser(parsers.MultiPartParser):
         return super().parse(stream, media_type, parser_context)
 
 
-#: The token API's parsers (JSON, form, multipart): what its OpenAPI 415 answer lists.
-API_PARSERS: tuple[type[parsers.BaseParser], ...] = (JSONParser, FormParser, MultiPartParser)
-#: The OAuth endpoints' parsers (introspection, revocation): RFC 7662 and RFC 7009 clients
-#: send form bodies; JSON is read too. No multipart: those RFCs define none.
-OAUTH_PARSERS: list[type[parsers.BaseParser]] = [FormParser, JSONParser]
+#: The token API's parsers: JSON only. Each parser is one media type per request body in
+#: the OpenAPI schema, and client generators handle one (openapi-python-client emitted code
+#: that did not import for three); a form or multipart body is a 415, unread.
+API_PARSERS: tuple[type[parsers.BaseParser], ...] = (JSONParser,)
+
+#: The parsers of the OAuth endpoints (RFC 7662 introspection, RFC 7009 revocation): their
+#: RFCs have clients send ``application/x-www-form-urlencoded``, listed first in the schema;
+#: JSON is accepted too.
+OAUTH_PARSERS: tuple[type[parsers.BaseParser], ...] = (FormParser, JSONParser)

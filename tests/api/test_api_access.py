@@ -63,7 +63,7 @@ def test_current_delete_after_real_login_with_csrf_is_400(staff):
     client.get("/admin/login/")
     csrf = client.cookies["csrftoken"].value
     login = {"username": "staff", "password": "pw-staff", "csrfmiddlewaretoken": csrf}
-    client.post("/admin/login/", login)
+    client.post("/admin/login/", login, format="multipart")  # a form, not the API's JSON
     assert client.get(WHOAMI).json()["credential"] == "session"
     assert client.delete(CURRENT).status_code == 403  # no CSRF token
     response = client.delete(CURRENT, HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value)

@@ -1,9 +1,13 @@
-"""Hostile request bodies (issue 13, items 7 and 8): a JSON 400 or 413, fast, nothing written.
+"""Hostile request bodies (issue 13, items 7 and 8): a JSON 400, 413 or 415, fast, nothing written.
 
 Item 7: ``[`` x 100,000 was a ``RecursionError`` (a 500) on every JSON endpoint. Item 8:
 bodies over Django's limits (``DATA_UPLOAD_MAX_MEMORY_SIZE``, ``_NUMBER_FIELDS``,
 ``_NUMBER_FILES``) were Django's HTML 400 under ``/api/``. Each attack runs at the HTTP
-level, through the real middleware, parsers and exception handlers.
+level, through the real middleware, parsers and exception handlers. Since issue 15 the
+token API reads JSON only (forms too on introspection): a form or multipart attack on an
+endpoint that does not read that media type is a 415, unread; the form and multipart
+limits stay under test on the introspection endpoint and on a project's view that reads
+all three (``tests/urls_bodies.py``).
 """
 
 import http.client
@@ -38,28 +42,46 @@ TOO_MANY_FILES = f"The request body has more than {settings.DATA_UPLOAD_MAX_NUMB
 #: Seconds: the deep body is refused in milliseconds; a regression to a slow path is not.
 FAST = 1.0
 
-# Each endpoint, the scopes its caller's token holds (None: unauthenticated), and a body
-# that is valid apart from the attack.
+JSON, FORM, MULTIPART = "json", "form", "multipart"
+MEDIA_TYPES = {
+    JSON: "application/json",
+    FORM: "application/x-www-form-urlencoded",
+    MULTIPART: "multipart/form-data",
+}
+INTROSPECT = "/api/auth/introspect/"
+#: A project's view that reads all three media types (``tests/urls_bodies.py``).
+ALL_PARSERS = "/api/test/all-parsers/"
+
+# Each endpoint, the scopes its caller's token holds (None: unauthenticated), a body that
+# is valid apart from the attack, and the media types it reads.
 ENDPOINTS = {
     "/api/auth/token/": (
         None,
         {"username": "alice", "password": "pw-alice", "name": "cli", "scopes": "notes:read"},
+        {JSON},
     ),
-    "/api/tokens/": (["tokens:write", "notes:read"], {"name": "ci", "scopes": "notes:read"}),
-    "/api/notes/": (["notes:write"], {"title": "hello", "body": "world"}),
-    "/api/auth/introspect/": (["tokens:introspect"], {"token": "tka_x"}),
-    "/api/auth/jwt/": (["notes:read"], {"scope": "notes:read", "audience": "api"}),
+    "/api/tokens/": (
+        ["tokens:write", "notes:read"],
+        {"name": "ci", "scopes": "notes:read"},
+        {JSON},
+    ),
+    "/api/notes/": (["notes:write"], {"title": "hello", "body": "world"}, {JSON}),
+    INTROSPECT: (["tokens:introspect"], {"token": "tka_x"}, {JSON, FORM}),
+    "/api/auth/jwt/": (["notes:read"], {"scope": "notes:read", "audience": "api"}, {JSON}),
+    ALL_PARSERS: (None, {"name": "x"}, {JSON, FORM, MULTIPART}),
 }
 
-#: Endpoints whose RFC defines form bodies (JSON is read too), not multipart: refused unread.
-NO_MULTIPART = {"/api/auth/introspect/"}
+
+def _endpoint_param(path: str) -> Any:
+    marks = [pytest.mark.urls("tests.urls_bodies")] if path == ALL_PARSERS else []
+    return pytest.param(path, marks=marks, id=path.strip("/").replace("/", "-"))
 
 
-@pytest.fixture(params=list(ENDPOINTS), ids=lambda path: path.strip("/").replace("/", "-"))
+@pytest.fixture(params=[_endpoint_param(path) for path in ENDPOINTS])
 def endpoint(request: pytest.FixtureRequest, alice: Any, issue: Callable[..., Any]) -> Any:
     """(path, headers, valid form fields) of one endpoint, with a real API token if it needs one."""
     path = request.param
-    scopes, fields = ENDPOINTS[path]
+    scopes, fields, _reads = ENDPOINTS[path]
     headers = {} if scopes is None else bearer(issue(alice, scopes).plaintext)
     return path, headers, fields
 
@@ -79,12 +101,13 @@ def assert_json_error(response: Any, status: int, detail: str) -> None:
 
 
 def assert_refused(response: Any, path: str, kind: str, status: int, detail: str) -> None:
-    """The JSON error for a hostile body; a 415 where the endpoint reads no multipart."""
-    if kind == "multipart" and path in NO_MULTIPART:
-        assert response.status_code == 415, response.content[:300]
-        assert response.json()["detail"].startswith("Unsupported media type")
-    else:
+    """The limit's JSON error where *path* reads *kind* bodies; else a 415 naming the type."""
+    if kind in ENDPOINTS[path][2]:
         assert_json_error(response, status, detail)
+        return
+    sent = response.wsgi_request.META["CONTENT_TYPE"]  # multipart's names its boundary too
+    assert sent.startswith(MEDIA_TYPES[kind])
+    assert_json_error(response, 415, f'Unsupported media type "{sent}" in request.')
 
 
 def oversized(kind: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -196,7 +219,7 @@ def test_recursion_bug_in_a_view_stays_a_500(settings: Any) -> None:
 # --- item 8: bodies over Django's limits, inside the DRF views --------------------------------
 
 
-@pytest.mark.parametrize("kind", ["json", "form", "multipart"])
+@pytest.mark.parametrize("kind", [JSON, FORM, MULTIPART])
 def test_oversized_body_is_a_json_413(api: APIClient, endpoint: Any, kind: str) -> None:
     path, headers, fields = endpoint
     before = written()
@@ -205,7 +228,7 @@ def test_oversized_body_is_a_json_413(api: APIClient, endpoint: Any, kind: str) 
     assert written() == before
 
 
-@pytest.mark.parametrize("kind", ["form", "multipart"])
+@pytest.mark.parametrize("kind", [FORM, MULTIPART])
 def test_too_many_fields_is_a_json_413(api: APIClient, endpoint: Any, kind: str) -> None:
     path, headers, fields = endpoint
     before = written()
@@ -222,7 +245,7 @@ def test_too_many_files_is_a_json_413(api: APIClient, endpoint: Any) -> None:
     }
     before = written()
     response = api.post(path, {**fields, **files}, format="multipart", **headers)
-    assert_refused(response, path, "multipart", 413, TOO_MANY_FILES)
+    assert_refused(response, path, MULTIPART, 413, TOO_MANY_FILES)
     assert written() == before
 
 
@@ -232,7 +255,7 @@ def test_file_larger_than_the_limit_is_refused_unread(api: APIClient, endpoint: 
     upload = SimpleUploadedFile("big.bin", b"x" * OVERSIZE)
     before = written()
     response = api.post(path, {**fields, "upload": upload}, format="multipart", **headers)
-    assert_refused(response, path, "multipart", 413, TOO_LARGE)
+    assert_refused(response, path, MULTIPART, 413, TOO_LARGE)
     assert written() == before
 
 
@@ -241,35 +264,37 @@ def test_limits_are_json_with_debug_on_too(
     api: APIClient, alice: Any, issue: Callable[..., Any], settings: Any, debug: bool
 ) -> None:
     settings.DEBUG = debug
-    headers = bearer(issue(alice, ["tokens:write"]).plaintext)
-    response = api.post("/api/tokens/", **oversized("form", {"name": "x"}), **headers)
+    headers = bearer(issue(alice, ["tokens:introspect"]).plaintext)
+    response = api.post(INTROSPECT, **oversized(FORM, {"token": "x"}), **headers)
     assert_json_error(response, 413, TOO_LARGE)
-    response = api.post("/api/tokens/", **many_fields("form", {"name": "x"}), **headers)
+    response = api.post(INTROSPECT, **many_fields(FORM, {"token": "x"}), **headers)
     assert_json_error(response, 413, TOO_MANY_FIELDS)
 
 
 @pytest.mark.parametrize(
-    ("arguments", "detail"),
+    ("path", "arguments", "detail"),
     [
-        (oversized("json", {"name": "x"}), TOO_LARGE),
-        (oversized("form", {"name": "x"}), TOO_LARGE),
-        (many_fields("form", {"name": "x"}), TOO_MANY_FIELDS),
-        (many_fields("multipart", {"name": "x"}), TOO_MANY_FIELDS),
-        ({"data": DEEP, "content_type": "application/json"}, str(TOO_DEEP_MESSAGE)),
+        ("/api/tokens/", oversized(JSON, {"name": "x"}), TOO_LARGE),
+        (ALL_PARSERS, oversized(FORM, {"name": "x"}), TOO_LARGE),
+        (ALL_PARSERS, many_fields(FORM, {"name": "x"}), TOO_MANY_FIELDS),
+        (ALL_PARSERS, many_fields(MULTIPART, {"name": "x"}), TOO_MANY_FIELDS),
+        ("/api/tokens/", {"data": DEEP, "content_type": "application/json"}, str(TOO_DEEP_MESSAGE)),
     ],
     ids=["json-size", "form-size", "form-fields", "multipart-fields", "json-depth"],
 )
+@pytest.mark.urls("tests.urls_bodies")
 def test_session_csrf_check_reading_the_body_is_json_too(
-    alice: Any, arguments: dict[str, Any], detail: str
+    alice: Any, path: str, arguments: dict[str, Any], detail: str
 ) -> None:
     # With a CSRF cookie, SessionAuthentication's CSRF check reads request.POST during
-    # authentication: the limits surface there, before the view runs.
+    # authentication: the limits surface there, before the view runs. (The token API reads
+    # no forms: there a form body is a 415, see tests/interop/test_openapi_media_types.py.)
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(alice)
     client.cookies[settings.CSRF_COOKIE_NAME] = _get_new_csrf_string()
     before = written()
     status = 400 if detail == str(TOO_DEEP_MESSAGE) else 413
-    assert_json_error(client.post("/api/tokens/", **arguments), status, detail)
+    assert_json_error(client.post(path, **arguments), status, detail)
     assert written() == before
 
 

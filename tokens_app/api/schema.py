@@ -1,8 +1,14 @@
 """OpenAPI 3 through drf-spectacular: the bearer scheme, required scopes and error responses.
 
 Set ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "tokens_app.api.schema.ScopedAutoSchema"``.
-Importing this module registers the extensions: the bearer security scheme of
-``APITokenAuthentication`` and the request/response shapes of the token API views.
+Importing this module registers the extensions: the bearer security schemes of
+``APITokenAuthentication`` and ``JWTAuthentication`` and the request/response shapes of the
+token API views.
+
+Each operation's scopes are in its security requirement (``{"apiToken": ["tokens:read"]}``),
+where tools look for them, and in ``x-required-scopes``. OpenAPI 3.1 allows scopes on any
+scheme; 3.0 only on OAuth2 and OpenID Connect ones, so set ``SPECTACULAR_SETTINGS["OAS_VERSION"]
+= "3.1.0"`` (the example project does).
 """
 
 from typing import Any
@@ -84,7 +90,11 @@ ERROR_RESPONSES = {
     ),
     "415": OpenApiResponse(
         APIErrorSerializer,
-        description="The body's media type is not one this endpoint reads (JSON, form, multipart).",
+        description=(
+            "The body's media type is not one this endpoint reads: the one its request body "
+            "lists (JSON, or the form an OAuth RFC has clients send, where JSON is read too). "
+            "The body is not read."
+        ),
     ),
     "429": OpenApiResponse(
         APIErrorSerializer,
@@ -93,7 +103,21 @@ ERROR_RESPONSES = {
 }
 
 
-class APITokenScheme(OpenApiAuthenticationExtension):
+class ScopedScheme(OpenApiAuthenticationExtension):
+    """A bearer scheme whose security requirement lists the operation's scopes.
+
+    That is where generators and gateways read what an operation needs (OpenAPI 3.1 allows
+    it for any scheme); ``[]`` when the operation needs none.
+    """
+
+    def get_security_requirement(self, auto_schema: AutoSchema) -> dict[str, list[str]]:
+        scopes = None
+        if isinstance(auto_schema, ScopedAutoSchema):
+            scopes = auto_schema.operation_scopes()
+        return {str(self.name): scopes or []}
+
+
+class APITokenScheme(ScopedScheme):
     """``Authorization: Bearer <token>``: an HTTP bearer security scheme."""
 
     target_class = "tokens_app.authentication.APITokenAuthentication"
@@ -109,12 +133,12 @@ class APITokenScheme(OpenApiAuthenticationExtension):
             "description": (
                 f"An API token (`{prefix}_…`) issued in the admin, by `manage.py issue_token` "
                 "or through `/api/tokens/`. Each operation lists the scopes it needs "
-                f"in `{SCOPES_EXTENSION}`."
+                f"in its security requirement and in `{SCOPES_EXTENSION}`."
             ),
         }
 
 
-class JWTScheme(OpenApiAuthenticationExtension):
+class JWTScheme(ScopedScheme):
     """``Authorization: Bearer <JWT>``: a short-lived access token from ``/api/auth/jwt/``."""
 
     target_class = "tokens_app.authentication.JWTAuthentication"
@@ -181,6 +205,15 @@ class ScopedAutoSchema(AutoSchema):
         if scopes is not None:
             extensions[SCOPES_EXTENSION] = scopes
         return extensions
+
+    def map_parsers(self) -> list[Any]:
+        """List one media type per request body: the first parser's.
+
+        Client generators handle one: for two, openapi-python-client 0.29 emits code that
+        does not import. The OAuth endpoints (``OAUTH_PARSERS``) list the form their RFCs
+        have clients send, and read JSON too.
+        """
+        return list(super().map_parsers()[:1])
 
     def has_query_parameters(self) -> bool:
         """Return whether the operation reads query parameters (each one can be invalid)."""
