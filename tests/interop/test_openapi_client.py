@@ -294,7 +294,7 @@ def test_introspection_sends_the_form_its_rfc_names(connect: Any, models: Any, a
     client = connect(caller.plaintext)
     known = answer(
         introspect.sync_detailed(
-            client=client, body=models.IntrospectRequest(token=subject.plaintext)
+            client=client, body=models.TokenIntrospectionRequest(token=subject.plaintext)
         ),
         HTTPStatus.OK,
         models.Introspection,
@@ -302,7 +302,9 @@ def test_introspection_sends_the_form_its_rfc_names(connect: Any, models: Any, a
     assert known.active is True
     assert known.scope == "notes:read"
     unknown = answer(
-        introspect.sync_detailed(client=client, body=models.IntrospectRequest(token="tka_nope")),
+        introspect.sync_detailed(
+            client=client, body=models.TokenIntrospectionRequest(token="tka_nope")
+        ),
         HTTPStatus.OK,
         models.Introspection,
     )

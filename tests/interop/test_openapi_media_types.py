@@ -25,6 +25,7 @@ pytestmark = pytest.mark.django_db
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 INTROSPECT = "/api/auth/introspect/"
+REVOKE = "/api/auth/revoke/"
 EVERY_SCOPE = ["notes:read", "notes:write", "tokens:read", "tokens:write", "tokens:introspect"]
 
 #: Each body operation of the example API: method, path (``{key_id}``: a token the caller
@@ -98,10 +99,10 @@ def test_schema_lists_one_media_type_per_request_body(schema_doc: dict[str, Any]
         for method, operation in item.items()
         if "requestBody" in operation
     }
-    assert {(method, path) for method, path, _ in OPERATIONS} | {("post", INTROSPECT)} == set(
-        media_types
-    )
+    oauth = {("post", INTROSPECT), ("post", REVOKE)}
+    assert {(method, path) for method, path, _ in OPERATIONS} | oauth == set(media_types)
     assert media_types.pop(("post", INTROSPECT)) == [FORM]  # RFC 7662 §2.1
+    assert media_types.pop(("post", REVOKE)) == [FORM]  # RFC 7009 §2.1
     assert set(map(tuple, media_types.values())) == {("application/json",)}
 
 
