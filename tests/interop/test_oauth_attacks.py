@@ -2,7 +2,7 @@
 features meet: rotation graces, lineage, the rate limiter, the deny list, Host headers.
 
 Each test replays one attack. Those that pass are defences that hold; a hole found by the
-review is kept as ``xfail(strict=True)`` with the reason, until it is fixed.
+review was kept as ``xfail(strict=True)`` until it was fixed (both are now).
 """
 
 import base64
@@ -158,10 +158,6 @@ def test_revocation_limiter_outage_fails_closed(settings, issue, alice):
     assert not is_revoked(issued)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: per-IP limits key on the full IPv6 address; a /64 holder gets unlimited tries",
-)
 def test_ipv6_addresses_of_one_64_share_the_revocation_budget(settings):
     settings.API_TOKENS = {**settings.API_TOKENS, "REVOCATION_RATE": "3/m"}
     answers = [revoke("x", REMOTE_ADDR=f"2001:db8:1:2::{n:x}").status_code for n in range(1, 6)]
@@ -429,13 +425,8 @@ def test_token_in_the_query_string_is_not_read(issue, alice):
     "value",
     [
         ["a", "b"],
-        pytest.param(
-            5,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="HOLE (low): a JSON number is coerced to a string token, not a 400",
-            ),
-        ),
+        5,
+        1.5,
         {"a": 1},
         None,
         True,

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tokens_app import services
-from tokens_app.api.serializers import StrictSerializer
+from tokens_app.api.serializers import StrictSerializer, StringField
 from tokens_app.api.views import caller_token
 from tokens_app.api.wellknown import jwks  # noqa: F401 -- where projects routed it from
 from tokens_app.authentication import APITokenAuthentication, ClientSecretAuthentication
@@ -39,12 +39,12 @@ class TokenParametersSerializer(serializers.Serializer[Any]):
     their own); a parameter sent twice is refused (RFC 6749 § 3.2).
     """
 
-    token = serializers.CharField(
+    token = StringField(
         max_length=access_tokens.MAX_LENGTH,
         trim_whitespace=False,
         help_text="The API token or JWT.",
     )
-    token_type_hint = serializers.CharField(
+    token_type_hint = StringField(
         max_length=50,
         required=False,
         help_text="Ignored: both kinds are looked for, whatever it says (RFC 7009 section 2.1).",

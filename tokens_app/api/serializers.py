@@ -10,6 +10,21 @@ from tokens_app.core.scopes import MAX_SCOPE_NAME_LENGTH
 from tokens_app.models import APIToken
 
 
+class StringField(serializers.CharField):
+    """A ``CharField`` that takes only strings: DRF's turns the number ``5`` into ``"5"``.
+
+    For values that are strings by nature (a token): a number there is a client's
+    mistake, and answering it as if it were a string would hide it.
+    """
+
+    default_error_messages = {"not_a_string": _("Not a valid string.")}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
 class StrictSerializer(serializers.Serializer[Any]):
     """Reject fields the endpoint does not know: a typo must not be silently ignored."""
 

@@ -53,6 +53,29 @@ def client_ip(request: HttpRequest) -> str | None:
     return str(peer)
 
 
+#: How much of an IPv6 address one client holds: a /64 is what one subscriber or host is
+#: routinely given (RFC 6177), so per-address counters key on it, as django-ratelimit's own
+#: ``ip`` key does by default. IPv4 addresses count one by one.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_network(request: HttpRequest) -> str:
+    """Return what a per-client rate limit counts: the address, or its /64 for IPv6.
+
+    Without the mask, anyone holding an ordinary /64 would have 2**64 fresh budgets.
+    ``"unknown"`` when the address cannot be told (all such requests share one budget).
+    """
+    text = client_ip(request)
+    address = _address(text) if text else None
+    if address is None:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)  # a dual-stack socket's IPv4 client: one address
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(address)
+
+
 @functools.lru_cache(maxsize=1024)
 def _allowed_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     # Memoised: a restricted token presents the same list on every request.

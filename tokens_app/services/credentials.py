@@ -13,7 +13,7 @@ from django_ratelimit.core import get_usage
 
 from tokens_app.conf import token_settings
 from tokens_app.core import clock, hashing, limits, tokenstring
-from tokens_app.core.address import client_ip, ip_allowed
+from tokens_app.core.address import client_ip, client_network, ip_allowed
 from tokens_app.lookup import find_token_with_owner
 from tokens_app.models import APIToken, TokenStatus
 
@@ -178,7 +178,7 @@ def count_password_attempt(request: HttpRequest, username: str) -> None:
     """
     rate = token_settings().password_exchange_rate
     counters = (
-        ("ip", lambda group, req: client_ip(req) or "unknown"),
+        ("ip", _client_key),
         ("user", lambda group, req: _normalised_username(username)),
     )
     for name, key in counters:
@@ -213,7 +213,7 @@ def count_revocation_attempt(request: HttpRequest) -> None:
     raises ``RateLimiterUnavailable`` (fail closed, see ``_usage``).
     """
     rate = token_settings().revocation_rate
-    usage = _usage(request, REVOCATION_RATE_GROUP, _client_address_key, rate)
+    usage = _usage(request, REVOCATION_RATE_GROUP, _client_key, rate)
     if usage is not None and usage["should_limit"]:
         logger.warning("Revocation rate exceeded (ip %s)", client_ip(request) or "-")
         raise TooManyAttempts(max(int(usage["time_left"]), 1))
@@ -267,8 +267,9 @@ def count_token_requests(request: HttpRequest, budgets: Sequence[Budget]) -> Non
         raise TooManyAttempts(max(waits))
 
 
-def _client_address_key(group: str, request: HttpRequest) -> str:
-    return client_ip(request) or "unknown"
+def _client_key(group: str, request: HttpRequest) -> str:
+    # The client's address, or its /64 for IPv6 (one holder, one budget).
+    return client_network(request)
 
 
 def _constant_key(value: str) -> Any:
