@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, multiple, precondition, rule
+from rest_framework.test import APIClient
 
 from tests.authority.machine_state import MachineState, creds, secrets
 from tests.authority.model import (
@@ -28,6 +29,7 @@ from tests.authority.model import (
     within,
 )
 from tests.helpers import MINT, NOTES, TOKENS
+from tests.interop.oauth_helpers import REVOKE
 
 
 class AuthorityRules(MachineState):
@@ -354,6 +356,28 @@ class AuthorityRules(MachineState):
             self.expect(response, 204, f"{by} revoking itself")
             assert by.tok is not None
             self.revoke_family(by.tok)
+
+    @rule(token=secrets, inside=INSIDE)
+    def revoke_by_possession(self, token: Cred, inside: bool) -> None:
+        """POST /api/auth/revoke/ (RFC 7009): whoever holds a working secret revokes its token.
+
+        No credential but the string itself, from any address: it revokes the token and its
+        family when the secret authenticates now (current, or previous within its grace),
+        and nothing otherwise; the answer is the same 200 either way (a 429 past the
+        per-address rate, which revokes nothing).
+        """
+        self.tick()
+        tok = token.tok
+        assert tok is not None
+        works = self.refusal(token) is None
+        address = self.address(self.networks_of(token), inside)
+        response = APIClient().post(REVOKE, {"token": token.value}, REMOTE_ADDR=address)
+        if response.status_code == 429:
+            return
+        self.expect(response, 200, f"{token} revoking by possession")
+        assert response.json() == {}
+        if works:
+            self.revoke_family(tok)
 
     @precondition(lambda self: len(self.held) >= 10)
     @rule(by=creds, inside=INSIDE)
