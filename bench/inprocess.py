@@ -8,12 +8,14 @@ Rows are interleaved in every round, in a shuffled order, so drift hits them ali
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import random
 import statistics
 import string
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -29,6 +31,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.cache import caches  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections, transaction  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
@@ -47,13 +50,20 @@ FILLER_BATCH = 20_000
 BASE62 = string.digits + string.ascii_letters
 
 
-def deny_list_on(alias: str) -> Any:
-    return override_settings(API_TOKENS={**settings.API_TOKENS, "JWT_DENY_LIST_CACHE": alias})
+#: Whether the token cache (issue 16) is in this tree: its rows are left out until it is.
+HAS_TOKEN_CACHE = importlib.util.find_spec("tokens_app.invalidation") is not None
+#: The Django cache API a request path could call; each top-level call counts as one.
+CACHE_METHODS = (
+    "get", "get_many", "set", "set_many", "add", "incr", "decr", "delete", "delete_many",
+    "has_key", "touch", "get_or_set",
+)  # fmt: skip
+#: How long a cached row waits for its process's listener to be caught up.
+FRESH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
 class Row:
-    """One line of the table: a view, a credential, a database."""
+    """One line of the table: a view, a credential, a database, and the settings it runs under."""
 
     name: str
     label: str
@@ -61,21 +71,36 @@ class Row:
     size: str
     headers: dict[str, str] = field(default_factory=dict)
     argon2: bool = False
-    deny_list: str = ""
-    #: ``TOKEN_LOOKUP`` for this row ("": the default, the prepared statement).
-    lookup: str = ""
+    #: ``API_TOKENS`` keys this row overrides (hasher, lookup lane, deny list, token cache).
+    overrides: dict[str, Any] = field(default_factory=dict)
     status: int = 200
     samples: list[int] = field(default_factory=list)
     queries: float = 0.0
     writes: float = 0.0
+    #: Calls into Django's cache API from the request thread, per request (every alias).
+    cache_calls: float = 0.0
+    #: Commands the request thread sent to Redis, per request (each one a round trip).
+    redis_round_trips: float = 0.0
+
+    @property
+    def token_cache(self) -> str:
+        return str(self.overrides.get("TOKEN_CACHE") or "")
+
+
+def api_tokens(**overrides: Any) -> Any:
+    return override_settings(API_TOKENS={**settings.API_TOKENS, **overrides})
 
 
 def argon2_settings() -> Any:
-    return override_settings(API_TOKENS={**settings.API_TOKENS, "HASHER": "argon2"})
+    return api_tokens(HASHER="argon2")
 
 
-def lookup_settings(lane: str) -> Any:
-    return override_settings(API_TOKENS={**settings.API_TOKENS, "TOKEN_LOOKUP": lane})
+def token_cache(kind: str) -> dict[str, Any]:
+    """The ``API_TOKENS`` keys that turn the token cache on with channel *kind*."""
+    if kind == "redis":
+        url = settings.CACHES["redis"]["LOCATION"]
+        return {"TOKEN_CACHE": "redis", "TOKEN_CACHE_REDIS_URL": url}
+    return {"TOKEN_CACHE": kind}
 
 
 @contextmanager
@@ -182,10 +207,14 @@ def prepare(alias: str, size: int) -> dict[str, str]:
 
 
 def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> list[Row]:
+    postgresql = connections["default"].vendor == "postgresql"
+    redis = "redis" in settings.CACHES
     rows = [
         Row("floor", "no authentication (floor)", "/floor/", "-"),
         Row("roundtrip", "no authentication, one SELECT 1", "/roundtrip/", "small"),
     ]
+    if redis:
+        rows.append(Row("cacheget", "no authentication, one Redis GET", "/cacheget/", "-"))
     small = credentials["small"]
     rows.append(
         Row(
@@ -201,8 +230,12 @@ def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> l
         rows.append(Row(f"apitoken-{size}", "tokens_app, HMAC", "/apitoken/", size, bearer))
     orm = {"HTTP_AUTHORIZATION": f"Bearer {small['apitoken']}"}
     rows.append(
-        Row("apitoken-orm", "tokens_app, ORM lookup", "/apitoken/", "small", orm, lookup="orm")
-    )
+        Row(
+            "apitoken-orm", "tokens_app, ORM lookup", "/apitoken/", "small", orm,
+            overrides={"TOKEN_LOOKUP": "orm"},
+        )
+    )  # fmt: skip
+    rows += cached_rows(orm, postgresql=postgresql, redis=redis)
     for name, label in (
         ("wrong-secret", "wrong secret (known key id)"),
         ("unknown-key-id", "unknown key id"),
@@ -211,11 +244,49 @@ def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> l
         rows.append(Row(name, label, "/apitoken/", "small", probe, status=401))
     jwt = {"HTTP_AUTHORIZATION": f"Bearer {small['jwt']}"}
     rows.append(Row("jwt-locmem", "JWT, local-memory deny list", "/jwt/", "-", jwt))
-    if "redis" in settings.CACHES:
-        rows.append(Row("jwt-redis", "JWT, Redis deny list", "/jwt/", "-", jwt, deny_list="redis"))
+    if redis:
+        rows.append(
+            Row("jwt-redis", "JWT, Redis deny list", "/jwt/", "-", jwt,
+                overrides={"JWT_DENY_LIST_CACHE": "redis"})
+        )  # fmt: skip
+    rows += pushed_jwt_rows(jwt, postgresql=postgresql, redis=redis)
     argon2 = {"HTTP_AUTHORIZATION": f"Bearer {small['argon2']}"}
-    rows.append(Row("argon2", "tokens_app, Argon2", "/apitoken/", "small", argon2, argon2=True))
+    rows.append(
+        Row("argon2", "tokens_app, Argon2", "/apitoken/", "small", argon2, argon2=True,
+            overrides={"HASHER": "argon2"})
+    )  # fmt: skip
     return rows
+
+
+def cached_rows(bearer: dict[str, str], *, postgresql: bool, redis: bool) -> list[Row]:
+    """The API token with the token cache on: NOTIFY on PostgreSQL, pub/sub where Redis is."""
+    if not HAS_TOKEN_CACHE:
+        return []
+    rows = []
+    if postgresql:
+        rows.append(
+            Row("apitoken-cached", "tokens_app, token cache (NOTIFY)", "/apitoken/", "small",
+                bearer, overrides=token_cache("postgresql"))
+        )  # fmt: skip
+    if redis:
+        rows.append(
+            Row("apitoken-cached-redis", "tokens_app, token cache (Redis pub/sub)", "/apitoken/",
+                "small", bearer, overrides=token_cache("redis"))
+        )  # fmt: skip
+    return rows
+
+
+def pushed_jwt_rows(bearer: dict[str, str], *, postgresql: bool, redis: bool) -> list[Row]:
+    """The JWT with its deny list answered from memory, kept fresh by the token cache's channel.
+
+    The deny list itself stays where production keeps it (Redis, when one answers), so the
+    round-trip count shows the memo, not a local cache, answering.
+    """
+    if not HAS_TOKEN_CACHE or not (postgresql or redis):
+        return []
+    overrides = token_cache("postgresql" if postgresql else "redis")
+    overrides["JWT_DENY_LIST_CACHE"] = "redis" if redis else "shared"
+    return [Row("jwt-pushed", "JWT, pushed deny list", "/jwt/", "-", bearer, overrides=overrides)]
 
 
 def send(client: Client, row: Row) -> int:
@@ -228,18 +299,38 @@ def send(client: Client, row: Row) -> int:
 
 
 def context_for(row: Row) -> Any:
-    if row.argon2:
-        return argon2_settings()
-    if row.lookup:
-        return lookup_settings(row.lookup)
-    return deny_list_on(row.deny_list) if row.deny_list else nullcontext()
+    return api_tokens(**row.overrides) if row.overrides else nullcontext()
+
+
+def prime(client: Client, row: Row) -> None:
+    """Bring a cached row to its steady state: the listener caught up, the token cached.
+
+    Entering the row's settings may restart this process's channel (and empty its store);
+    until the listener is fresh the cache is bypassed, which is correct but not this row.
+    """
+    if not row.token_cache:
+        return
+    from tokens_app import invalidation
+
+    channel = invalidation.channel()
+    if channel is None or not channel.wait_fresh(FRESH_TIMEOUT_SECONDS):
+        raise SystemExit(f"{row.name}: the token cache's listener never caught up")
+    send(client, row)
+
+
+@contextmanager
+def running(client: Client, row: Row) -> Iterator[None]:
+    """Select the row's database and settings, and bring it to its steady state."""
+    with on_database(ALIASES.get(row.size, "default")), context_for(row):
+        prime(client, row)
+        yield
 
 
 def measure(rows: list[Row], rounds: int, per_round: int, argon2_rounds: int, seed: int) -> None:
     client = Client()
     rng = random.Random(seed)
     for row in rows:  # warm-up: connections, prepared statements, imports, caches
-        with on_database(ALIASES.get(row.size, "default")), context_for(row):
+        with running(client, row):
             for _ in range(1 if row.argon2 else 50):
                 send(client, row)
     for number in range(rounds):
@@ -248,13 +339,64 @@ def measure(rows: list[Row], rounds: int, per_round: int, argon2_rounds: int, se
         for row in order:
             if row.argon2 and number >= argon2_rounds:
                 continue
-            with on_database(ALIASES.get(row.size, "default")), context_for(row):
+            with running(client, row):
                 count = 1 if row.argon2 else per_round
                 row.samples.extend(send(client, row) for _ in range(count))
 
 
+@contextmanager
+def counting_cache_calls() -> Iterator[list[int]]:
+    """Count this thread's cache traffic: ``[Django cache API calls, Redis commands sent]``.
+
+    Django-level calls are counted on every configured alias (a local-memory read is no
+    round trip, but it is a cache read the memo should have made unnecessary); Redis
+    commands at the socket (``send_packed_command``: one per command or pipeline), so
+    nothing a cache backend batches or hides escapes. Other threads (the token cache's
+    listener pinging its channel) are not the request path and are not counted.
+    """
+    counts = [0, 0]
+    me = threading.get_ident()
+    depth = [0]
+
+    def counting(original: Callable[..., Any], slot: int) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != me:
+                return original(*args, **kwargs)
+            if slot == 1 or depth[0] == 0:
+                counts[slot] += 1
+            depth[0] += slot == 0
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth[0] -= slot == 0
+
+        return call
+
+    patched = []
+    for alias in settings.CACHES:
+        cache = caches[alias]
+        for name in CACHE_METHODS:
+            setattr(cache, name, counting(getattr(cache, name), 0))
+            patched.append((cache, name))
+    connection_class: Any = None
+    if "redis" in settings.CACHES:
+        from redis.connection import AbstractConnection
+
+        connection_class = AbstractConnection
+        original_send = connection_class.send_packed_command
+        sender = counting(original_send, 1)
+        connection_class.send_packed_command = lambda self, *a, **k: sender(self, *a, **k)
+    try:
+        yield counts
+    finally:
+        for cache, name in patched:
+            delattr(cache, name)
+        if connection_class is not None:
+            connection_class.send_packed_command = original_send
+
+
 def count_statements(rows: list[Row], requests: int) -> None:
-    """Statements and writes per request in steady state (after the timed rounds)."""
+    """Statements, writes and cache traffic per request in steady state (after the rounds)."""
     client = Client()
     for row in rows:
         alias = ALIASES.get(row.size, "default")
@@ -264,11 +406,17 @@ def count_statements(rows: list[Row], requests: int) -> None:
             seen.append(sql)  # noqa: B023 — used before the loop moves on
             return execute(sql, *args)
 
-        with on_database(alias), context_for(row), connections[alias].execute_wrapper(record):
+        with (
+            running(client, row),
+            connections[alias].execute_wrapper(record),
+            counting_cache_calls() as cache_counts,
+        ):
             for _ in range(requests):
                 send(client, row)
         row.queries = len(seen) / requests
         row.writes = sum(s.lstrip().upper().startswith(WRITE_PREFIXES) for s in seen) / requests
+        row.cache_calls = cache_counts[0] / requests
+        row.redis_round_trips = cache_counts[1] / requests
 
 
 def hasher_costs(repeat: int) -> dict[str, float]:

@@ -3,6 +3,10 @@
 ``BENCH_SMALL_URL`` and ``BENCH_LARGE_URL`` name two databases with the same schema, a
 small token table and a large one; a router sends every query to the one the harness
 has selected, so rows for both sizes interleave in one run.
+
+``BENCH_TOKEN_CACHE`` (``postgresql`` or ``redis``) turns the token cache on for a whole
+process: the gunicorn servers of the throughput and propagation runs. The in-process rows
+switch it per row with ``override_settings`` instead.
 """
 
 import os
@@ -43,3 +47,7 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_PAGINATION_CLASS": None}
 LOGGING = {"version": 1, "disable_existing_loggers": True}
 # Long enough to outlast a run: the JWTs are minted once, before the rounds.
 API_TOKENS = {**API_TOKENS, "JWT_LIFETIME": "1h", "JWT_DENY_LIST_CACHE": "shared"}
+if os.environ.get("BENCH_TOKEN_CACHE"):
+    API_TOKENS["TOKEN_CACHE"] = os.environ["BENCH_TOKEN_CACHE"]
+    if os.environ.get("BENCH_REDIS_URL"):
+        API_TOKENS["TOKEN_CACHE_REDIS_URL"] = os.environ["BENCH_REDIS_URL"]

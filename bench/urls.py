@@ -1,6 +1,11 @@
 """One tiny JSON view per row, identical but for authentication and permission."""
 
+import os
+from typing import Any
+
+from django.core.cache import caches
 from django.db import connections, router
+from django.http import HttpResponseBase
 from django.urls import path
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -48,6 +53,41 @@ class RoundTripView(FloorView):
         return Response({"ok": True})
 
 
+class CacheGetView(FloorView):
+    """No authentication, one cache ``GET`` on the Redis alias: what a deny-list read costs.
+
+    The production profile keeps its shared state (the JWT deny list, rate limits) in Redis:
+    this row is the least any credential check that asks Redis once per request can cost.
+    """
+
+    def get(self, request: Request) -> Response:
+        caches["redis"].get("bench:reference")
+        return Response({"ok": True})
+
+
+class WorkerView(APITokenView):
+    """An API token row that names the process that answered and the SQL it ran.
+
+    gunicorn's sync workers close every connection, so a poller cannot pin one; the
+    propagation run tells the workers apart by ``X-Worker-Pid``, and knows from
+    ``X-Queries`` whether a token was answered from the cache (0) or the database.
+    Observing queries sends the lookup through Django's cursor: same SQL, same answer.
+    """
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        queries = []
+
+        def record(execute: Any, sql: str, *rest: Any) -> Any:
+            queries.append(sql)
+            return execute(sql, *rest)
+
+        with connections[router.db_for_read(APIToken)].execute_wrapper(record):
+            response = super().dispatch(request, *args, **kwargs)
+        response["X-Worker-Pid"] = str(os.getpid())
+        response["X-Queries"] = str(len(queries))
+        return response
+
+
 class JWTView(FloorView):
     """tokens_app: a JWT minted from an API token, with the scope the view requires."""
 
@@ -62,4 +102,6 @@ urlpatterns = [
     path("authtoken/", AuthTokenView.as_view()),
     path("apitoken/", APITokenView.as_view()),
     path("jwt/", JWTView.as_view()),
+    path("cacheget/", CacheGetView.as_view()),
+    path("worker/", WorkerView.as_view()),
 ]
