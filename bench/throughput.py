@@ -1,9 +1,18 @@
-"""Throughput under gunicorn: ``python -m bench.throughput OUT.json`` (run by ``python -m bench``).
+"""Throughput under gunicorn, and the load it puts on the database: ``python -m bench.throughput``.
 
-A fresh SQLite database, the bench settings, gunicorn with 2 sync workers on a loopback
-port, and a bounded load generator: ``wrk`` when it is installed (Debian's package),
-otherwise a small threaded Python client (which then limits what it can measure, and
-says so). Each row runs a few seconds; rows are interleaved over several rounds.
+Run by ``python -m bench``. ``BENCH_SMALL_URL`` names the database (PostgreSQL when the run has
+one: the production profile; else a SQLite file); ``--token-cache postgresql`` adds a second
+server with the token cache on. Each server is gunicorn with 2 sync workers on a loopback port,
+loaded by ``wrk`` when it is installed (Debian's package), otherwise a small threaded Python
+client (which then limits what it can measure, and says so). Each row runs a few seconds;
+rows are interleaved over several rounds.
+
+Database load (PostgreSQL only): for the API token with the cache off and on, a fresh server
+is loaded for ``--load-seconds`` and stopped; the server's own count of transactions in the
+bench database (``pg_stat_database``: in autocommit every statement is one) is read before
+the server starts and after its connections have closed. A backend publishes those counters
+when it exits (a long-lived one may hold them back for a long time, measured: PostgreSQL 15),
+so the count is read only after every connection of the server is gone.
 """
 
 import argparse
@@ -16,14 +25,22 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from http.client import HTTPConnection
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ("floor", "authtoken", "apitoken")
+#: Row name: (server, path). The cached row is the same view on the server with the cache on.
+ROWS = {
+    "floor": ("plain", "/floor/"),
+    "authtoken": ("plain", "/authtoken/"),
+    "apitoken": ("plain", "/apitoken/"),
+    "apitoken-cached": ("cached", "/apitoken/"),
+}
 
 
 def free_port() -> int:
@@ -54,6 +71,7 @@ def prepare(env: dict[str, str]) -> dict[str, dict[str, str]]:
         "floor": {},
         "authtoken": {"Authorization": headers["authtoken"]},
         "apitoken": {"Authorization": headers["apitoken"]},
+        "apitoken-cached": {"Authorization": headers["apitoken"]},
     }
 
 
@@ -72,7 +90,14 @@ def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit("gunicorn did not start")
 
 
-def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int) -> float:
+class Load(NamedTuple):
+    """What one load run did: requests per second, and how many requests in all."""
+
+    rate: float
+    requests: int
+
+
+def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int) -> Load:
     command = [
         "wrk",
         "-t",
@@ -92,12 +117,13 @@ def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int)
     if non_2xx:
         raise SystemExit(f"{url}: {non_2xx[1]} failed responses under load")
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if match is None:
+    total = re.search(r"(\d+) requests in", output)
+    if match is None or total is None:
         raise SystemExit(f"wrk printed no rate:\n{output}")
-    return float(match[1])
+    return Load(float(match[1]), int(total[1]))
 
 
-def run_python(url: str, headers: dict[str, str], seconds: float, connections: int) -> float:
+def run_python(url: str, headers: dict[str, str], seconds: float, connections: int) -> Load:
     port = int(url.split(":")[2].split("/")[0])
     path = "/" + url.split("/", 3)[3]
     done = [0] * connections
@@ -118,7 +144,109 @@ def run_python(url: str, headers: dict[str, str], seconds: float, connections: i
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(done) / (time.monotonic() - started)
+    return Load(sum(done) / (time.monotonic() - started), sum(done))
+
+
+LoadFunction = Callable[[str, dict[str, str], float, int], Load]
+
+
+def server_env(base: dict[str, str], token_cache: str) -> dict[str, str]:
+    env = dict(base)
+    if token_cache:
+        env["BENCH_TOKEN_CACHE"] = token_cache
+    return env
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], workers: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A gunicorn of the bench project on a free loopback port, stopped (and waited for) after."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "bench.wsgi:application",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        "--no-control-socket", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_ready(port, process)
+        yield port, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def rows_on(token_cache: str) -> dict[str, tuple[str, str]]:
+    return {name: row for name, row in ROWS.items() if token_cache or row[0] != "cached"}
+
+
+def interleaved(
+    ports: dict[str, int], headers: dict[str, dict[str, str]], args: argparse.Namespace,
+    load: LoadFunction,
+) -> dict[str, list[float]]:  # fmt: skip
+    """Requests per second of every row, round after round, each round in a rotated order."""
+    rows = rows_on(args.token_cache)
+    names = list(rows)
+    url = {name: f"http://127.0.0.1:{ports[server]}{path}" for name, (server, path) in rows.items()}
+    for name in names:  # warm-up: every worker imports, connects, prepares, caches
+        load(url[name], headers[name], 1, args.connections)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for number in range(args.rounds):
+        for name in names[number % len(names) :] + names[: number % len(names)]:
+            rates[name].append(load(url[name], headers[name], args.seconds, args.connections).rate)
+    return rates
+
+
+def transactions(database_url: str) -> int:
+    """The server's count of committed and rolled-back transactions in *database_url*'s database."""
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        deadline = time.monotonic() + 30
+        while connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+        ).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"database load: connections to {name} never closed")
+            time.sleep(0.05)
+        time.sleep(0.2)  # a backend flushes its counters on its way out
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = connection.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", [name]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def database_load(
+    env: dict[str, str], headers: dict[str, dict[str, str]], args: argparse.Namespace,
+    load: LoadFunction,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Transactions the server counted while a fresh gunicorn served the API token row."""
+    url = env["BENCH_SMALL_URL"]
+    results = {}
+    for name, token_cache in (("apitoken", ""), ("apitoken-cached", args.token_cache)):
+        if name not in rows_on(args.token_cache):
+            continue
+        before = transactions(url)
+        started = time.monotonic()
+        with gunicorn(server_env(env, token_cache), args.workers) as (port, _process):
+            done = load(f"http://127.0.0.1:{port}/apitoken/", headers[name], args.load_seconds,
+                        args.connections)  # fmt: skip
+        lifetime = time.monotonic() - started
+        counted = transactions(url) - before
+        results[name] = {
+            "requests": done.requests,
+            "rate": done.rate,
+            "load_seconds": args.load_seconds,
+            "server_seconds": round(lifetime, 2),
+            "transactions": counted,
+            "per_request": counted / done.requests,
+            "per_second": counted / args.load_seconds,
+        }
+    return results
 
 
 def main(argv: list[str]) -> int:
@@ -128,53 +256,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--token-cache", default="", help="channel of the cached server")
+    parser.add_argument("--load-seconds", type=int, default=5)
     args = parser.parse_args(argv)
     generator = "wrk" if shutil.which("wrk") else "python"
     load = run_wrk if generator == "wrk" else run_python
-    with tempfile.TemporaryDirectory(prefix="tokens-app-throughput-") as tmp:
-        db = f"sqlite:///{Path(tmp) / 'throughput.sqlite3'}"
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("DJANGO_", "BENCH_")) and key not in {"DATABASE_URL"}
-        }
-        env.update(DJANGO_SETTINGS_MODULE="bench.settings", BENCH_SMALL_URL=db)
-        headers = prepare(env)
-        port = free_port()
-        gunicorn = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "bench.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--no-control-socket",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_ready(port, gunicorn)
-            for row in ROWS:  # warm-up: every worker imports, connects, prepares
-                load(f"http://127.0.0.1:{port}/{row}/", headers[row], 1, args.connections)
-            rates: dict[str, list[float]] = {row: [] for row in ROWS}
-            for number in range(args.rounds):
-                order = ROWS[number % len(ROWS) :] + ROWS[: number % len(ROWS)]
-                for row in order:
-                    url = f"http://127.0.0.1:{port}/{row}/"
-                    rates[row].append(load(url, headers[row], args.seconds, args.connections))
-        finally:
-            gunicorn.send_signal(signal.SIGTERM)
-            gunicorn.wait(timeout=30)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("DJANGO_") and key not in {"DATABASE_URL", "BENCH_TOKEN_CACHE"}
+    }
+    env.update(DJANGO_SETTINGS_MODULE="bench.settings")
+    postgresql = env["BENCH_SMALL_URL"].startswith(("postgres://", "postgresql://"))
+    headers = prepare(env)
+    with ExitStack() as servers:
+        ports = {"plain": servers.enter_context(gunicorn(env, args.workers))[0]}
+        if args.token_cache:
+            cached = gunicorn(server_env(env, args.token_cache), args.workers)
+            ports["cached"] = servers.enter_context(cached)[0]
+        rates = interleaved(ports, headers, args, load)
     result = {
         "generator": generator,
+        "database": "PostgreSQL" if postgresql else "SQLite",
+        "token_cache": args.token_cache,
         "workers": args.workers,
         "connections": args.connections,
         "seconds": args.seconds,
@@ -183,6 +287,7 @@ def main(argv: list[str]) -> int:
             row: {"rates": values, "median": statistics.median(values)}
             for row, values in rates.items()
         },
+        "database_load": database_load(env, headers, args, load) if postgresql else None,
     }
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
