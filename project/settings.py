@@ -6,8 +6,10 @@ demo; production sets ``DJANGO_DEBUG=0`` and must then give a secret key),
 ``DJANGO_ALLOWED_HOSTS`` (comma-separated), ``DJANGO_SECURE`` (HTTPS-only
 cookies, HSTS, SSL redirect; default off), ``DJANGO_STATIC_ROOT`` (where
 ``collectstatic`` puts files; default ``var/static``), ``DJANGO_CORS_ALLOWED_ORIGINS``
-(comma-separated web origins whose pages may call ``/api/``; default none) and
-``API_TOKENS_HASH_KEY``. README's "Deploying" section explains each for production.
+(comma-separated web origins whose pages may call ``/api/``; default none),
+``DJANGO_TOKEN_CACHE`` (``postgresql`` or ``redis``: the opt-in token cache, whose Redis
+channel is ``REDIS_URL``; default off) and ``API_TOKENS_HASH_KEY``. README's "Deploying"
+section explains each for production.
 """
 
 import importlib.util
@@ -317,6 +319,14 @@ API_TOKENS = {
         "audit:read": {"description": "Read the token audit trail.", "requires": "staff"},
     },
 }
+
+# The opt-in token cache (README, "Token cache"): token rows and deny-list entries kept in
+# each process, dropped by PostgreSQL NOTIFY or Redis pub/sub when something changes.
+INVALIDATION_CHANNEL = os.environ.get("DJANGO_TOKEN_CACHE") or None
+if INVALIDATION_CHANNEL is not None:
+    API_TOKENS["TOKEN_CACHE"] = INVALIDATION_CHANNEL
+    if INVALIDATION_CHANNEL == "redis":
+        API_TOKENS["TOKEN_CACHE_REDIS_URL"] = REDIS_URL or None
 
 # CORS (django-cors-headers), for the API only: pages on these origins may call /api/ with
 # a bearer token. No cookies cross-origin (a session is never driven from another site), and

@@ -13,10 +13,13 @@ class TokensAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported for their side effects: check registration and signal wiring.
-        from tokens_app import checks, conf  # noqa: F401
+        from django.contrib.auth import get_user_model
+
+        from tokens_app import checks, conf, invalidation  # noqa: F401
         from tokens_app.services import owners
 
         owners.connect()
+        invalidation.connect(get_user_model())
         if openapi_available():
             # drf-spectacular finds extensions by subclass registration at import time.
             from tokens_app.api import schema  # noqa: F401

@@ -11,8 +11,12 @@ counters, E009 the rate-limit cache is one process's memory, W004 either cache's
 is one whose retention cannot be told. Password views routed without the password rate
 limit (``tokens_app.login``): W005 an admin site's login or password change, W006 a view
 built on Django's ``LoginView`` or ``PasswordChangeView`` (DRF's browsable-API login too).
+The token cache's channel (``tokens_app.invalidation``): E010 ``TOKEN_CACHE = "postgresql"``
+but the token database is not PostgreSQL with psycopg 3, E011 ``"redis"`` without the
+``redis`` package.
 """
 
+import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,12 +24,14 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, router
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from tokens_app.conf import token_settings
 from tokens_app.core import scopes
 from tokens_app.core.retention import backend_retention
 from tokens_app.login import unthrottled_password_views
+from tokens_app.models import APIToken
 from tokens_app.permissions import HasScope, is_well_formed
 
 
@@ -155,6 +161,37 @@ def _rate_limit_cache_messages(alias: str, cache: Mapping[str, Any]) -> list[Che
     if not retention.known:
         messages.append(_unknown_retention("rate-limit", alias, backend))
     return messages
+
+
+@register(Tags.caches, Tags.database)
+def check_token_cache(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """E010/E011: the token cache's channel can be listened to (else it would never be used)."""
+    try:
+        channel = token_settings().token_cache
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    if channel == "postgresql":
+        alias = router.db_for_write(APIToken)
+        connection = connections[alias]
+        if connection.vendor != "postgresql" or not importlib.util.find_spec("psycopg"):
+            return [
+                Error(
+                    f"API_TOKENS['TOKEN_CACHE'] is 'postgresql' but the token database "
+                    f"{alias!r} is {connection.vendor}, or psycopg 3 is missing: LISTEN/NOTIFY "
+                    "needs PostgreSQL through psycopg 3.",
+                    hint="Use TOKEN_CACHE = 'redis' with TOKEN_CACHE_REDIS_URL, or None.",
+                    id="tokens_app.E010",
+                )
+            ]
+    if channel == "redis" and not importlib.util.find_spec("redis"):
+        return [
+            Error(
+                "API_TOKENS['TOKEN_CACHE'] is 'redis' but the redis package is missing.",
+                hint="pip install 'tokens_app[redis]'.",
+                id="tokens_app.E011",
+            )
+        ]
+    return []
 
 
 def _walk(patterns: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -32,6 +32,10 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 #: How the request path reads a token: its own prepared statement, or the ORM's query.
 PREPARED_LOOKUP, ORM_LOOKUP = "prepared", "orm"
 TOKEN_LOOKUPS = (PREPARED_LOOKUP, ORM_LOOKUP)
+#: Where the opt-in token cache hears of changes (``tokens_app.invalidation``).
+TOKEN_CACHE_CHANNELS = ("postgresql", "redis")
+MAX_TOKEN_CACHE_LAG_MS = 1000
+MAX_TOKEN_CACHE_TTL = timedelta(hours=1)
 MIN_JWT_SECRET_LENGTH = 32
 MAX_JWT_LIFETIME = timedelta(hours=1)
 MAX_JWT_LEEWAY_SECONDS = 300
@@ -68,6 +72,12 @@ class TokenSettings:
     prepared_statements: bool
     #: ``"prepared"`` (``tokens_app.lookup``'s statement) or ``"orm"`` (a plain queryset).
     token_lookup: str
+    #: ``None`` (off), ``"postgresql"`` or ``"redis"``: see ``tokens_app.invalidation``.
+    token_cache: str | None
+    token_cache_redis_url: str | None
+    token_cache_ttl: timedelta
+    token_cache_size: int
+    token_cache_max_lag_ms: int
     jwt: "JWTSettings"
     #: django-ratelimit's own settings, read here too: the alias holding the counters,
     #: and whether a cache fault lets requests through (False: they get a 503).
@@ -227,6 +237,35 @@ _leeway_seconds = _must(
     lambda leeway: type(leeway) is int and 0 <= leeway <= MAX_JWT_LEEWAY_SECONDS,
     f"JWT_LEEWAY_SECONDS must be a whole number from 0 to {MAX_JWT_LEEWAY_SECONDS}",
 )
+_token_cache = _must(
+    lambda channel: channel is None or channel in TOKEN_CACHE_CHANNELS,
+    f"TOKEN_CACHE must be None (off) or one of {', '.join(TOKEN_CACHE_CHANNELS)}",
+)
+_token_cache_redis_url = _must(
+    lambda url: (
+        url is None
+        or (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")))
+    ),
+    "TOKEN_CACHE_REDIS_URL must be None or a redis://, rediss:// or unix:// URL",
+)
+_token_cache_size = _must(
+    lambda size: type(size) is int and size > 0,
+    "TOKEN_CACHE_SIZE must be a positive integer (entries per process)",
+)
+_token_cache_max_lag_ms = _must(
+    lambda lag: type(lag) is int and 10 <= lag <= MAX_TOKEN_CACHE_LAG_MS,
+    f"TOKEN_CACHE_MAX_LAG_MS must be a whole number of milliseconds from 10 to "
+    f"{MAX_TOKEN_CACHE_LAG_MS}",
+)
+
+
+def _token_cache_ttl(value: Any, name: str) -> timedelta:
+    ttl = _duration(value, name)
+    if ttl > MAX_TOKEN_CACHE_TTL:
+        raise ValueError("TOKEN_CACHE_TTL must be at most 1h (it bounds staleness from raw SQL)")
+    return ttl
+
+
 _deny_list_cache = _must(
     lambda alias: isinstance(alias, str) and alias != "",
     "JWT_DENY_LIST_CACHE must name a cache alias",
@@ -264,6 +303,11 @@ SETTINGS: dict[str, Setting] = {
     "ACCEPT_X_API_KEY": Setting(False, _flag, "accept_x_api_key"),
     "PREPARED_STATEMENTS": Setting(True, _flag, "prepared_statements"),
     "TOKEN_LOOKUP": Setting(PREPARED_LOOKUP, _one_of(TOKEN_LOOKUPS), "token_lookup"),
+    "TOKEN_CACHE": Setting(None, _token_cache, "token_cache"),
+    "TOKEN_CACHE_REDIS_URL": Setting(None, _token_cache_redis_url, "token_cache_redis_url"),
+    "TOKEN_CACHE_TTL": Setting("60s", _token_cache_ttl, "token_cache_ttl"),
+    "TOKEN_CACHE_SIZE": Setting(10_000, _token_cache_size, "token_cache_size"),
+    "TOKEN_CACHE_MAX_LAG_MS": Setting(500, _token_cache_max_lag_ms, "token_cache_max_lag_ms"),
     "JWT_ALGORITHM": Setting("HS256", _one_of(JWT_ALGORITHMS), "algorithm"),
     "JWT_SIGNING_KEY": Setting(None, _signing_key, "signing_key"),
     "JWT_VERIFICATION_KEYS": Setting([], _verification_keys, "verification_keys"),
@@ -299,6 +343,11 @@ def _conflicts(raw: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
             f"JWT_VERIFICATION_KEYS for HS256 must have at least {MIN_JWT_SECRET_LENGTH} "
             "characters each"
         )
+    channel, redis_url = raw["TOKEN_CACHE"], raw["TOKEN_CACHE_REDIS_URL"]
+    if channel == "redis" and not redis_url:
+        found.append("TOKEN_CACHE 'redis' needs TOKEN_CACHE_REDIS_URL")
+    if redis_url and channel != "redis":
+        found.append("TOKEN_CACHE_REDIS_URL is set but TOKEN_CACHE is not 'redis'")
     return found
 
 

@@ -41,8 +41,10 @@ from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttrib
 from django.db.models.query_utils import DeferredAttribute
 from django.utils.dateparse import parse_datetime
 
+from tokens_app import invalidation
 from tokens_app.conf import ORM_LOOKUP, cached_until_settings_change, token_settings
 from tokens_app.core import tokenstring
+from tokens_app.invalidation import MISSING
 from tokens_app.models import APIToken
 
 Converter = Callable[[Any, Any, Any], Any]
@@ -188,6 +190,8 @@ class TokenLookup:
             for towards_end in (True, False)
         }
         self._key_id_position = self.token_part.start + self.token_part.attnames.index("key_id")
+        owner_id = owner_field.attname
+        self._owner_pk_position = self.token_part.start + self.token_part.attnames.index(owner_id)
 
     def _row(self, connection: BaseDatabaseWrapper, key_id: str) -> tuple[Any, bool]:
         """Return the row (or ``None``) and whether the driver lane read it."""
@@ -215,6 +219,10 @@ class TokenLookup:
         the instances) and the answer time does not tell which key ids exist. Nothing
         of a neighbour leaves this method. Only an empty table reads no row.
         """
+        return self.answer(self.nearest_row(key_id), key_id)
+
+    def nearest_row(self, key_id: str) -> list[Any] | None:
+        """The converted row of *key_id*'s token or of its neighbour (``None``: empty table)."""
         connection = connections[self.alias]
         row, by_driver = self._row(connection, key_id)
         if row is None:
@@ -225,6 +233,22 @@ class TokenLookup:
             for position, converters, expression in lane:
                 for convert in converters:
                     values[position] = convert(values[position], expression, connection)
+        return values
+
+    def row_of(self, token: APIToken) -> list[Any]:
+        """The converted row :meth:`nearest_row` would read for *token* (the ORM lane's)."""
+        owner = self._owner_field.get_cached_value(token)
+        return [token.__dict__[name] for name in self.token_part.attnames] + [
+            owner.__dict__[name] for name in self.owner_part.attnames
+        ]
+
+    def answer(self, values: Sequence[Any] | None, key_id: str) -> APIToken | None:
+        """Build the token and owner of a converted row; ``None`` unless it is *key_id*'s.
+
+        Both are built before the comparison, for a neighbour too (see :meth:`fetch`).
+        """
+        if values is None:
+            return None
         token = _materialise(self.token_part, values, self.alias)
         owner = _materialise(self.owner_part, values, self.alias)
         self._owner_field.set_cached_value(token, owner)
@@ -233,6 +257,14 @@ class TokenLookup:
         if values[self._key_id_position] != key_id:
             return None
         return cast(APIToken, token)
+
+    def key_id_of(self, values: Sequence[Any]) -> str:
+        """The key id in a converted row."""
+        return str(values[self._key_id_position])
+
+    def owner_pk(self, values: Sequence[Any]) -> Any:
+        """The owner's primary key in a converted row."""
+        return values[self._owner_pk_position]
 
 
 def _driver_runner(connection: BaseDatabaseWrapper, sql: str) -> DriverRunner | None:
@@ -324,12 +356,47 @@ def find_token_with_owner(key_id: str) -> APIToken | None:
     """Return the token with *key_id* and its owner, from the database the router picks.
 
     ``TOKEN_LOOKUP = "orm"`` reads it through the ORM instead of the prepared statement:
-    the way back if a future Django changes an internal this module relies on.
+    the way back if a future Django changes an internal this module relies on. With
+    ``TOKEN_CACHE`` on, the row read (the token's, or for an unknown key id its
+    neighbour's) is kept in process memory until an invalidation or the TTL drops it
+    (``tokens_app.invalidation``), and an answer from memory is built and compared just
+    as one from the database, so a cached miss still costs what a cached hit costs.
     """
     alias = router.db_for_read(APIToken)
+    channel = invalidation.channel()
+    ticket = channel.ticket() if channel is not None else None
+    if channel is None or ticket is None:
+        return _read(alias, key_id)
+    lookup = token_lookup(alias)
+    key = ("token", alias, key_id)
+    values = channel.store.get(key)
+    if values is MISSING:
+        values = _read_row(alias, key_id)
+        tags = [invalidation.token_tag(key_id)]
+        if values is not None and lookup.key_id_of(values) == key_id:
+            tags.append(invalidation.owner_tag(lookup.owner_pk(values)))
+        channel.store.put(key, values, tags, ticket)
+    return lookup.answer(values, key_id)
+
+
+def forget_token(key_id: str) -> None:
+    """Drop this process's cached row of *key_id* (it wrote the row: its stamp, its hash)."""
+    invalidation.forget(invalidation.token_tag(key_id))
+
+
+def _read(alias: str, key_id: str) -> APIToken | None:
     if token_settings().token_lookup == ORM_LOOKUP:
         return orm_fetch(alias, key_id)
     return token_lookup(alias).fetch(key_id)
+
+
+def _read_row(alias: str, key_id: str) -> list[Any] | None:
+    """The converted row of *key_id* or its neighbour, by the configured lane."""
+    lookup = token_lookup(alias)
+    if token_settings().token_lookup != ORM_LOOKUP:
+        return lookup.nearest_row(key_id)
+    nearest = _orm_nearest(alias, key_id)
+    return lookup.row_of(nearest) if nearest is not None else None
 
 
 def orm_fetch(alias: str, key_id: str) -> APIToken | None:
@@ -338,10 +405,14 @@ def orm_fetch(alias: str, key_id: str) -> APIToken | None:
     A miss still reads, converts and builds its neighbour before comparing, so the two
     lanes keep the same timing property (see the module docstring).
     """
+    token = _orm_nearest(alias, key_id)
+    return token if token is not None and token.key_id == key_id else None
+
+
+def _orm_nearest(alias: str, key_id: str) -> APIToken | None:
     tokens = APIToken.objects.using(alias).select_related("owner")
     if key_id < MIDDLE_KEY_ID:
         nearest = tokens.filter(key_id__gte=key_id).order_by("key_id")
     else:
         nearest = tokens.filter(key_id__lte=key_id).order_by("-key_id")
-    token = nearest.first()
-    return token if token is not None and token.key_id == key_id else None
+    return nearest.first()

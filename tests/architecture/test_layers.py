@@ -2,7 +2,8 @@
 
 Layers, lowest first (docs/architecture.md says why):
 
-- primitives: ``core/``, ``conf.py``, ``cache.py``, ``jwt/``; they know nothing of models;
+- primitives: ``core/``, ``conf.py``, ``cache.py``, ``invalidation.py``, ``jwt/``; they know
+  nothing of models;
 - data: ``models.py``, ``lookup.py``, ``migrations/``; they may add primitives;
 - services: ``services/``; they may add data, and own every rule;
 - adapters: everything else (DRF, admin, commands, checks); they may import anything.
@@ -29,7 +30,13 @@ RANK = {PRIMITIVES: 0, DATA: 1, SERVICES: 2, ADAPTERS: 3}
 
 # Module prefixes of each layer below the adapters (a prefix covers its submodules).
 LAYER_PREFIXES = {
-    PRIMITIVES: ("tokens_app.core", "tokens_app.conf", "tokens_app.cache", "tokens_app.jwt"),
+    PRIMITIVES: (
+        "tokens_app.core",
+        "tokens_app.conf",
+        "tokens_app.cache",
+        "tokens_app.invalidation",
+        "tokens_app.jwt",
+    ),
     DATA: ("tokens_app.models", "tokens_app.lookup", "tokens_app.migrations"),
     SERVICES: ("tokens_app.services",),
 }

@@ -19,6 +19,10 @@ production, a file-based cache on one host; it must never evict a live entry (a 
 check says so). A cache that cannot be read fails closed. Writes happen under the
 token's row lock (its revocation, rotation or update), so two writers of one key id
 never race their read-modify-write.
+
+With ``TOKEN_CACHE`` on, every write also publishes its tag (``tokens_app.invalidation``:
+in the writer's transaction, after the entry is stored) and reads are answered from
+process memory while the channel is fresh, so a JWT check costs no round trip.
 """
 
 import hashlib
@@ -30,6 +34,7 @@ from typing import Any
 
 from django.core.cache import caches
 
+from tokens_app import invalidation
 from tokens_app.conf import token_settings
 from tokens_app.core import clock
 
@@ -60,13 +65,21 @@ def _entry(value: Any) -> dict[str, Any]:
     return {"revoked": True} if value is not None else {}
 
 
-def _update(key: str, change: dict[str, Any], until: float, what: str) -> bool:
+def _update(key: str, change: dict[str, Any], until: float, what: str, tag: str) -> bool:
     """Merge *change* into the entry at *key*, kept until *until* at least; never raise.
 
     Revoking or rotating the API token itself must not depend on the cache. A failed
     write is logged as an error: the JWTs concerned then live until they expire (at most
     ``JWT_LIFETIME``), unless the cache is down, in which case every JWT is refused.
+    *tag* is published whatever the outcome: what the change concerns dropped from memory.
     """
+    try:
+        return _store(key, change, until, what)
+    finally:
+        invalidation.publish(tag)
+
+
+def _store(key: str, change: dict[str, Any], until: float, what: str) -> bool:
     cache = _cache()
     now = clock.now().timestamp()
     try:
@@ -107,34 +120,47 @@ def _compact(retired: Iterable[Any], now: float) -> list[list[float]]:
 def deny(key_id: str) -> bool:
     """Refuse every JWT of the API token *key_id* (it was revoked); return whether stored."""
     until = clock.now().timestamp() + _lifetime_seconds()
-    return _update(_PREFIX + key_id, {"revoked": True}, until, f"revoked key id {key_id}")
+    return _update(
+        _PREFIX + key_id, {"revoked": True}, until, f"revoked key id {key_id}", _tag(key_id)
+    )
 
 
 def retire_versions(key_id: str, retirements: Iterable[tuple[int, datetime]]) -> bool:
     """For each ``(below, at)``: from *at* on, refuse JWTs minted by secret versions < *below*."""
     pairs = [(below, at.timestamp()) for below, at in retirements]
     until = max(at for _below, at in pairs) + _lifetime_seconds()
-    return _update(_PREFIX + key_id, {"retired": pairs}, until, f"rotated key id {key_id}")
+    return _update(
+        _PREFIX + key_id, {"retired": pairs}, until, f"rotated key id {key_id}", _tag(key_id)
+    )
 
 
 def refuse_minted_until(key_id: str, moment: datetime) -> bool:
     """Refuse the JWTs of *key_id* minted up to *moment* (the token was narrowed)."""
     change = {"minted_until": math.floor(moment.timestamp())}
     until = moment.timestamp() + _lifetime_seconds()
-    return _update(_PREFIX + key_id, change, until, f"narrowed key id {key_id}")
+    return _update(_PREFIX + key_id, change, until, f"narrowed key id {key_id}", _tag(key_id))
 
 
 def refuse_owner_minted_until(owner_pk: Any, moment: datetime) -> bool:
     """Refuse every JWT of owner *owner_pk* minted up to *moment* (the owner lost power)."""
     change = {"minted_until": math.floor(moment.timestamp())}
     until = moment.timestamp() + _lifetime_seconds()
-    return _update(_OWNER_PREFIX + str(owner_pk), change, until, f"owner pk={owner_pk}")
+    tag = invalidation.owner_tag(owner_pk)
+    return _update(_OWNER_PREFIX + str(owner_pk), change, until, f"owner pk={owner_pk}", tag)
+
+
+def _tag(key_id: str) -> str:
+    return invalidation.token_tag(key_id)
+
+
+def _jti_digest(jti: str) -> str:
+    # Hashed: a fixed-length key of safe characters for every cache backend, whatever
+    # the claim holds (only this server's keys sign it, but memcached refuses spaces).
+    return hashlib.sha256(jti.encode()).hexdigest()
 
 
 def _jti_key(jti: str) -> str:
-    # Hashed: a fixed-length key of safe characters for every cache backend, whatever
-    # the claim holds (only this server's keys sign it, but memcached refuses spaces).
-    return _JTI_PREFIX + hashlib.sha256(jti.encode()).hexdigest()
+    return _JTI_PREFIX + _jti_digest(jti)
 
 
 def deny_jwt(jti: str, expires_at: int) -> bool:
@@ -154,6 +180,8 @@ def deny_jwt(jti: str, expires_at: int) -> bool:
             exc_info=exc,
         )
         return False
+    finally:
+        invalidation.publish(invalidation.jti_tag(_jti_digest(jti)))
     return True
 
 
@@ -177,12 +205,13 @@ def refusal(
     ``DenyListUnavailable`` if unreadable.
     """
     keys = [_PREFIX + key_id, _OWNER_PREFIX + str(owner_pk)]
-    jti_key = _jti_key(jti) if jti is not None else None
-    try:
-        found = _cache().get_many([*keys, jti_key] if jti_key else keys)
-    except Exception as exc:  # the cache client's errors vary by backend
-        logger.error("JWT deny list unreadable (%s)", type(exc).__name__, exc_info=exc)
-        raise DenyListUnavailable from exc
+    tags = {keys[0]: _tag(key_id), keys[1]: invalidation.owner_tag(owner_pk)}
+    jti_key = None
+    if jti is not None:
+        digest = _jti_digest(jti)
+        jti_key = _JTI_PREFIX + digest
+        tags[jti_key] = invalidation.jti_tag(digest)
+    found = _read(tags)
     if jti_key in found:
         return "JWT revoked"
     now = clock.now().timestamp()
@@ -192,6 +221,45 @@ def refusal(
             if reason:
                 return reason
     return None
+
+
+#: What the process remembers for a key the cache does not hold.
+_ABSENT: Any = object()
+
+
+def _read(tags: dict[str, str]) -> dict[str, Any]:
+    """Return the entries at the keys of *tags* (key -> its invalidation tag).
+
+    From process memory while the token cache's channel is fresh, what is not there by
+    one ``get_many`` (then remembered, absence included); from the cache alone otherwise.
+    """
+    channel = invalidation.channel()
+    ticket = channel.ticket() if channel is not None else None
+    if channel is None or ticket is None:
+        return _get_many(list(tags))
+    found: dict[str, Any] = {}
+    missing = []
+    for key in tags:
+        value = channel.store.get(("deny", key))
+        if value is invalidation.MISSING:
+            missing.append(key)
+        elif value is not _ABSENT:
+            found[key] = value
+    if missing:
+        fetched = _get_many(missing)
+        for key in missing:
+            value = fetched.get(key, _ABSENT)
+            channel.store.put(("deny", key), value, [tags[key]], ticket)
+        found.update(fetched)
+    return found
+
+
+def _get_many(keys: list[str]) -> dict[str, Any]:
+    try:
+        return dict(_cache().get_many(keys))
+    except Exception as exc:  # the cache client's errors vary by backend
+        logger.error("JWT deny list unreadable (%s)", type(exc).__name__, exc_info=exc)
+        raise DenyListUnavailable from exc
 
 
 def is_denied(key_id: str) -> bool:

@@ -14,7 +14,7 @@ from django_ratelimit.core import get_usage
 from tokens_app.conf import token_settings
 from tokens_app.core import clock, hashing, limits, tokenstring
 from tokens_app.core.address import client_ip, client_network, ip_allowed
-from tokens_app.lookup import find_token_with_owner
+from tokens_app.lookup import find_token_with_owner, forget_token
 from tokens_app.models import APIToken, TokenStatus
 
 logger = logging.getLogger("tokens_app")
@@ -38,6 +38,7 @@ def _touch_last_used(token: APIToken, now: datetime, ip: str | None) -> None:
         Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - interval)
     ).update(last_used_at=now, last_used_ip=ip)
     token.last_used_at, token.last_used_ip = now, ip
+    forget_token(token.key_id)  # a cached row would ask for the stamp again on every request
 
 
 def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
@@ -94,6 +95,7 @@ def authenticate_token(
             secret_hash=upgraded
         )
         token.secret_hash = upgraded
+        forget_token(token.key_id)
     if touch:  # introspection looks at a token without using it
         _touch_last_used(token, now, ip)
     return token

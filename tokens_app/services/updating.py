@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
+from tokens_app import invalidation
 from tokens_app.core import clock, validation
 from tokens_app.jwt import denylist
 from tokens_app.models import APIToken, TokenEvent, token_database
@@ -121,6 +122,8 @@ def plan_token_update(
 
 def _apply(token: APIToken, changes: dict[str, Any], *, caller: Caller, **why: Any) -> None:
     APIToken.objects.filter(pk=token.pk).update(**changes)
+    # Any change, a widening too: processes that cache the row read it again.
+    invalidation.publish(invalidation.token_tag(token.key_id))
     detail = {f: {"from": getattr(token, f), "to": value} for f, value in changes.items()}
     for f, value in changes.items():
         setattr(token, f, value)

@@ -1,0 +1,473 @@
+"""The opt-in token cache: token rows and deny-list entries kept in process memory, dropped by push.
+
+With ``TOKEN_CACHE`` off (the default) nothing here runs and every request reads its token
+row (one query) and every JWT check reads the deny list (one cache round trip).
+
+With it on, each process keeps a bounded :class:`Store` of what those reads returned — the
+token-and-owner row by key id (never a secret: the presented secret is still verified
+against the stored hash on every request) and deny-list entries by key — and a
+:class:`Channel` listener thread that drops entries when something changes:
+
+- Every change that can take power from a token publishes *tags* naming what changed:
+  ``k:<key id>`` (the token: revoked, rotated, narrowed, changed, issued), ``o:<owner pk>``
+  (its owner: saved or deleted, lost a permission) and ``j:<digest>`` (one JWT revoked).
+  On PostgreSQL the tags go out by ``NOTIFY`` **inside the writer's transaction**, so they
+  are delivered at commit and never for a rollback; on Redis by ``PUBLISH`` once the
+  transaction has committed (a crash in between is covered by the TTL backstop only).
+  The writing process also drops its own entries at commit.
+- **Fail closed.** The listener pings itself through the channel every fifth of
+  ``TOKEN_CACHE_MAX_LAG_MS``. Messages arrive in order (PostgreSQL delivers notifications in
+  commit order; Redis answers a subscriber's ``PING`` after every message published
+  before it), so when a ping sent at *t* comes back, everything published before *t* has been
+  applied. The store is used only while the last returned ping is younger than the maximum
+  lag; otherwise — listener not started, disconnected, stalled, or behind — every request
+  reads the database (and the deny-list cache) as if the cache were off. A (re)connection
+  flushes the store.
+- **No stale write-back.** A request notes the store's generation before it reads the
+  database and keeps the row only if no invalidation was applied meanwhile (a seqlock), so
+  a row read just before a revocation committed is never cached after its message.
+- **TTL backstop.** Every entry is dropped ``TOKEN_CACHE_TTL`` after it was read (default
+  60 s): the bound for writes that bypass the app (raw SQL, ``QuerySet.update`` on users,
+  another application writing the tables).
+
+The listener starts lazily in each process on its first request (after a pre-fork server
+such as gunicorn has forked), as a daemon thread; requests never wait for it.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.apps import apps
+from django.db import connections, router, transaction
+from django.db.models import signals
+
+from tokens_app.conf import TokenSettings, token_settings
+
+logger = logging.getLogger("tokens_app")
+
+#: The PostgreSQL ``LISTEN`` channel and the Redis pub/sub channel.
+CHANNEL = "tokens_app_invalidate"
+#: What :meth:`Store.get` returns for a key it does not hold (``None`` is a value: "no row").
+MISSING: Any = object()
+#: Drop everything: a tag of its own, for operators after raw SQL
+#: (``SELECT pg_notify('tokens_app_invalidate', '*')``).
+EVERYTHING = "*"
+_PING = "p:"
+#: The listener's name on the server: ``application_name`` in ``pg_stat_activity``, the
+#: client name in Redis's ``CLIENT LIST`` (what an operator looks for, or kills).
+LISTENER_NAME = "tokens_app-invalidation"
+#: How long a dead-looking connection is kept before the listener reconnects.
+_RECONNECT_AFTER_SILENCE = 5.0
+_MAX_BACKOFF = 5.0
+#: Pings in flight kept for matching (older ones cannot make the store fresh anyway).
+_MAX_PENDING_PINGS = 64
+
+
+def token_tag(key_id: str) -> str:
+    """The tag of one token's entries (its row, its deny-list entry)."""
+    return f"k:{key_id}"
+
+
+def owner_tag(owner_pk: Any) -> str:
+    """The tag of every entry of one owner (their tokens' rows, their deny-list entry)."""
+    return f"o:{owner_pk}"
+
+
+def jti_tag(digest: str) -> str:
+    """The tag of one JWT's deny-list entry (by the digest of its ``jti``)."""
+    return f"j:{digest}"
+
+
+class Store:
+    """A bounded, least-recently-used map with a time to live, entries tagged for dropping.
+
+    ``generation`` grows with every drop: a reader notes it before reading the source and
+    :meth:`put` refuses the value if it changed, so nothing read before an invalidation
+    is stored after it.
+    """
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self.generation = 0
+        self._entries: OrderedDict[Any, tuple[Any, float, tuple[str, ...]]] = OrderedDict()
+        self._keys_by_tag: dict[str, set[Any]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any) -> Any:
+        """Return the value stored at *key*, or :data:`MISSING` (absent or past its TTL)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return MISSING
+            if entry[1] <= time.monotonic():
+                self._remove(key)
+                return MISSING
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Any, value: Any, tags: Iterable[str], generation: int) -> bool:
+        """Store *value* unless an invalidation came after *generation*; return whether stored."""
+        tags = tuple(tags)
+        with self._lock:
+            if generation != self.generation:
+                return False
+            if key in self._entries:
+                self._remove(key)
+            self._entries[key] = (value, time.monotonic() + self.ttl, tags)
+            for tag in tags:
+                self._keys_by_tag.setdefault(tag, set()).add(key)
+            while len(self._entries) > self.size:
+                self._remove(next(iter(self._entries)))
+            return True
+
+    def drop(self, tags: Iterable[str]) -> None:
+        """Drop every entry carrying one of *tags* (``EVERYTHING``: all of them)."""
+        with self._lock:
+            self.generation += 1
+            for tag in tags:
+                if tag == EVERYTHING:
+                    self._entries.clear()
+                    self._keys_by_tag.clear()
+                    return
+                for key in self._keys_by_tag.pop(tag, ()):
+                    self._remove(key)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self.drop([EVERYTHING])
+
+    def _remove(self, key: Any) -> None:
+        _value, _expiry, tags = self._entries.pop(key)
+        for tag in tags:
+            keys = self._keys_by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_by_tag[tag]
+
+
+class Channel:
+    """One process's store and the listener thread that keeps it true (see the module doc)."""
+
+    def __init__(self, settings: TokenSettings) -> None:
+        self.settings = settings
+        self.kind = settings.token_cache
+        self.max_lag = settings.token_cache_max_lag_ms / 1000
+        self.ping_interval = self.max_lag / 5
+        self.store = Store(settings.token_cache_size, settings.token_cache_ttl.total_seconds())
+        self._confirmed_at = float("-inf")
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._start_lock = threading.Lock()
+        self._ident = f"{os.getpid()}-{id(self):x}"
+        self._publisher: Any = None
+
+    # --- the request path -------------------------------------------------------------
+
+    def ticket(self) -> int | None:
+        """Return the store's generation if the store may be used now, else ``None``.
+
+        Starts the listener on first use. ``None`` (read the source instead) while the
+        listener has not confirmed, within the maximum lag, that it has applied every
+        invalidation published so far.
+        """
+        if self._thread is None:
+            self._start()
+        if time.monotonic() - self._confirmed_at > self.max_lag:
+            return None
+        return self.store.generation
+
+    def fresh(self) -> bool:
+        """Whether requests are answered from the store right now."""
+        return self.ticket() is not None
+
+    def wait_fresh(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for the store to be usable (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while not self.fresh():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(self, tags: Iterable[str]) -> None:
+        """Announce that what *tags* name changed: every process drops those entries.
+
+        PostgreSQL: ``NOTIFY`` on the token database, in the current transaction (sent at
+        its commit, dropped by its rollback); a failure is the writer's failure. Redis:
+        ``PUBLISH`` after the commit; a failure is logged (the TTL bounds what it leaves).
+        """
+        tags = tuple(dict.fromkeys(tags))
+        if not tags:
+            return
+        alias = _token_database()
+        payload = " ".join(tags)
+        if self.kind == "postgresql":
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+        else:
+            transaction.on_commit(lambda: self._publish_redis(payload), using=alias, robust=True)
+        transaction.on_commit(lambda: self.store.drop(tags), using=alias, robust=True)
+
+    def _publish_redis(self, payload: str) -> None:
+        try:
+            if self._publisher is None:
+                import redis
+
+                self._publisher = redis.Redis.from_url(self.settings.token_cache_redis_url or "")
+            self._publisher.publish(CHANNEL, payload)
+        except Exception as exc:  # the client's errors vary
+            logger.error(
+                "token cache: could not publish an invalidation (%s); other processes keep "
+                "their entries until TOKEN_CACHE_TTL",
+                type(exc).__name__,
+                exc_info=exc,
+            )
+
+    # --- the listener -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="tokens_app-invalidation", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the listener (within one ping interval) and stop using the store."""
+        self._stopped.set()
+        self._lost()
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopped.is_set():
+            started = time.monotonic()
+            try:
+                if self.kind == "postgresql":
+                    self._listen_postgresql()
+                else:
+                    self._listen_redis()
+            except Exception as exc:  # any fault of the connection: bypass, then reconnect
+                logger.warning(
+                    "token cache listener disconnected (%s); requests read the database",
+                    type(exc).__name__,
+                    exc_info=exc,
+                )
+            self._lost()
+            if time.monotonic() - started > _RECONNECT_AFTER_SILENCE:
+                backoff = 0.05
+            self._stopped.wait(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _caught_up(self, since: float) -> None:
+        """The subscription is live since *since*: flush, then trust the store again."""
+        self.store.clear()
+        self._confirmed_at = since
+
+    def _lost(self) -> None:
+        self._confirmed_at = float("-inf")
+        self.store.clear()
+
+    def _receive(self, payload: str, pings: dict[str, float]) -> None:
+        if payload.startswith(_PING):
+            sent = pings.pop(payload, None)
+            if sent is not None:
+                for older in [p for p, at in pings.items() if at <= sent]:
+                    del pings[older]
+                self._confirmed_at = max(self._confirmed_at, sent)
+            return
+        self.store.drop(payload.split())
+
+    def _next_ping(self, pings: dict[str, float], sequence: int) -> str:
+        name = f"{_PING}{self._ident}:{sequence}"
+        pings[name] = time.monotonic()
+        while len(pings) > _MAX_PENDING_PINGS:
+            del pings[next(iter(pings))]
+        return name
+
+    def _check_alive(self) -> None:
+        if time.monotonic() - self._confirmed_at > max(_RECONNECT_AFTER_SILENCE, 10 * self.max_lag):
+            raise ConnectionError("no ping came back")
+
+    def _listen_postgresql(self) -> None:
+        import psycopg
+
+        params = connections[_token_database()].get_connection_params()
+        params["application_name"] = LISTENER_NAME
+        with psycopg.connect(**params, autocommit=True) as connection:
+            since = time.monotonic()
+            connection.execute(f"LISTEN {CHANNEL}")
+            self._caught_up(since)
+            pings: dict[str, float] = {}
+            for sequence in _counter():
+                if self._stopped.is_set():
+                    return
+                ping = self._next_ping(pings, sequence)
+                connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, ping))
+                for notification in connection.notifies(timeout=self.ping_interval):
+                    self._receive(notification.payload, pings)
+                self._check_alive()
+
+    def _listen_redis(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(
+            self.settings.token_cache_redis_url or "",
+            socket_connect_timeout=max(self.max_lag, 1.0),
+            client_name=LISTENER_NAME,
+        )
+        pubsub = client.pubsub()
+        try:
+            since = time.monotonic()
+            pubsub.subscribe(CHANNEL)
+            if not self._await_subscription(pubsub):
+                raise ConnectionError("the subscription was not confirmed")
+            self._caught_up(since)
+            pings: dict[str, float] = {}
+            for sequence in _counter():
+                if self._stopped.is_set():
+                    return
+                pubsub.ping(self._next_ping(pings, sequence))
+                deadline = time.monotonic() + self.ping_interval
+                while (remaining := deadline - time.monotonic()) > 0:
+                    message = pubsub.get_message(timeout=remaining)
+                    if message is not None:
+                        self._receive_redis(message, pings)
+                self._check_alive()
+        finally:
+            pubsub.close()
+            client.close()
+
+    def _await_subscription(self, pubsub: Any) -> bool:
+        deadline = time.monotonic() + max(self.max_lag, 1.0)
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "subscribe":
+                return True
+        return False
+
+    def _receive_redis(self, message: dict[str, Any], pings: dict[str, float]) -> None:
+        if message["type"] in ("message", "pong"):
+            data = message["data"]
+            self._receive(data.decode() if isinstance(data, bytes) else str(data), pings)
+
+
+def _counter() -> Iterable[int]:
+    sequence = 0
+    while True:
+        sequence += 1
+        yield sequence
+
+
+def _token_database() -> str:
+    # By the app registry, not an import: the models sit a layer above this module.
+    return router.db_for_write(apps.get_model("tokens_app", "APIToken"))
+
+
+_current: Channel | None = None
+_current_lock = threading.Lock()
+
+
+def channel() -> Channel | None:
+    """The process's channel, or ``None`` while ``TOKEN_CACHE`` is off."""
+    settings = token_settings()
+    current = _current
+    if settings.token_cache is None:
+        if current is not None:
+            _replace(None)
+        return None
+    if current is not None and current.settings is settings:
+        return current
+    return _replace(Channel(settings))
+
+
+def _replace(new: Channel | None) -> Channel | None:
+    """Install *new* as the process's channel, stopping the one it replaces."""
+    global _current
+    with _current_lock:
+        old, _current = _current, new
+    if old is not None:
+        old.stop()
+    return new
+
+
+def store() -> Store | None:
+    """The process's store, or ``None`` while ``TOKEN_CACHE`` is off."""
+    current = channel()
+    return current.store if current is not None else None
+
+
+def publish(*tags: str) -> None:
+    """Announce changes to what *tags* name (see :meth:`Channel.publish`); nothing when off."""
+    current = channel()
+    if current is not None:
+        current.publish(tags)
+
+
+def forget(*tags: str) -> None:
+    """Drop this process's entries for *tags* (a change only this process needs to see)."""
+    current = channel()
+    if current is not None:
+        current.store.drop(tags)
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker inherits its parent's store and no thread: start afresh.
+    global _current
+    _current = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --- the ORM's own writes ---------------------------------------------------------------
+
+#: User fields whose change alone is not worth an invalidation (a login's stamp).
+_UNWATCHED_USER_FIELDS = frozenset({"last_login"})
+
+
+def _token_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    if not kwargs.get("raw"):
+        publish(token_tag(instance.key_id))
+
+
+def _user_saved(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    if kwargs.get("raw") or instance.pk is None:
+        return
+    if update_fields is not None and set(update_fields) <= _UNWATCHED_USER_FIELDS:
+        return
+    publish(owner_tag(instance.pk))
+
+
+def connect(user_model: Any) -> None:
+    """Publish every ORM save of a token, and every save or delete of a user.
+
+    Called from ``AppConfig.ready``. Not a token's delete: a receiver there would make
+    ``QuerySet.delete()`` load every row it prunes, and the rows pruned are expired or
+    revoked, which their cached copies say too (a deleted owner's are dropped by the
+    owner's tag).
+
+    After the write (``post_save``, ``post_delete``): in autocommit mode a message sent
+    before the write committed could be applied while the old row can still be read, and
+    that row would be cached again.
+    """
+    token_model = apps.get_model("tokens_app", "APIToken")
+    receivers: list[tuple[Any, Callable[..., None], Any, str]] = [
+        (signals.post_save, _token_saved, token_model, "token-saved"),
+        (signals.post_save, _user_saved, user_model, "owner-saved"),
+        (signals.post_delete, _user_saved, user_model, "owner-deleted"),
+    ]
+    for signal, function, sender, name in receivers:
+        signal.connect(function, sender=sender, dispatch_uid=f"tokens_app.invalidation-{name}")
