@@ -47,7 +47,8 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_PAGINATION_CLASS": None}
 LOGGING = {"version": 1, "disable_existing_loggers": True}
 # Long enough to outlast a run: the JWTs are minted once, before the rounds.
 API_TOKENS = {**API_TOKENS, "JWT_LIFETIME": "1h", "JWT_DENY_LIST_CACHE": "shared"}
-if os.environ.get("BENCH_TOKEN_CACHE"):
-    API_TOKENS["TOKEN_CACHE"] = os.environ["BENCH_TOKEN_CACHE"]
-    if os.environ.get("BENCH_REDIS_URL"):
+CHANNEL = os.environ.get("BENCH_TOKEN_CACHE")
+if CHANNEL:
+    API_TOKENS["TOKEN_CACHE"] = CHANNEL
+    if CHANNEL == "redis":
         API_TOKENS["TOKEN_CACHE_REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
