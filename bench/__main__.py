@@ -152,7 +152,8 @@ def propagation_channels(args: argparse.Namespace) -> list[tuple[str, int]]:
 def run_propagation(database_url: str, tmp: Path, args: argparse.Namespace) -> list[Any]:
     """One propagation run per channel, each in a child process, on one fresh database."""
     runs = []
-    with postgres_databases(database_url, "propagation") as (url,):
+    purpose = "quick_propagation" if args.quick else "propagation"
+    with postgres_databases(database_url, purpose) as (url,):
         for channel, revokes in propagation_channels(args):
             print(f"== propagation: {channel}, {args.workers} gunicorn workers, {revokes} "
                   "revokes", flush=True)  # fmt: skip

@@ -18,7 +18,14 @@ sends the current token, on a new connection each time (sync workers close every
    the worker's queueing and the poll interval, so it is an upper bound.
 
 Every worker pid gunicorn's master has must refuse every token (else the run fails), and a
-worker that accepts a token again after refusing it is counted (a flap: must be 0).
+worker that accepts a token again after refusing it is counted (a flap: must be 0). The
+latest request sent after the commit that a worker still let in gives a lower bound.
+
+The pollers send back to back by default (``--interval-ms`` paces them): the 2-core machine
+is then saturated, which is the harder case for the listener threads, and the polls are
+dense enough (about 2 ms apart per worker) not to hide the tail. ``--answers`` writes every
+poll with the worker's own clock (``X-Handled``: CLOCK_MONOTONIC is one clock for the host)
+for diagnosis.
 """
 
 import argparse
@@ -31,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections, transaction  # noqa: E402
 
+from bench.throughput import HEARTBEAT_IN_MEMORY, free_port  # noqa: E402
 from tokens_app import services  # noqa: E402
 from tokens_app.models import APIToken  # noqa: E402
 
@@ -55,7 +63,8 @@ WARM_TIMEOUT_SECONDS = 15.0
 REFUSAL_TIMEOUT_SECONDS = 5.0
 #: After the last worker refused: keep polling this long to catch a worker accepting again.
 SETTLE_SECONDS = 0.02
-CHECK_INTERVAL_SECONDS = 0.0005
+#: How often the main thread looks at the answers (the pollers stamp them themselves).
+CHECK_INTERVAL_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,17 @@ class Answer:
     pid: int
     status: int
     queries: int
+    #: The worker's own clock when it began and finished the request (same clock).
+    handled: tuple[float, float] = (0.0, 0.0)
 
 
 class Pollers:
     """Threads that keep sending the current token to the server, one connection a request."""
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, interval: float) -> None:
         self.port = port
         self.count = count
+        self.interval = interval
         self.current = -1
         self.requests: dict[int, bytes] = {}
         self.answers: list[Answer] = []  # appended by the threads (atomic under the GIL)
@@ -101,11 +113,16 @@ class Pollers:
             thread.join(timeout=10)
 
     def poll(self) -> None:
+        next_at = time.monotonic()
         while not self.stopping.is_set():
             index = self.current
             if index < 0:
                 time.sleep(0.01)
                 continue
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            next_at = time.monotonic() + self.interval
             try:
                 self.answers.append(self.fetch(index))
             except OSError as exc:
@@ -135,7 +152,9 @@ def parse(index: int, sent: float, received: float, raw: bytes) -> Answer:
         headers[name.strip().lower()] = value.strip()
     status = int(lines[0].split()[1])
     pid = int(headers.get("x-worker-pid", "0"))
-    return Answer(index, sent, received, pid, status, int(headers.get("x-queries", "-1")))
+    began, _space, ended = headers.get("x-handled", "0 0").partition(" ")
+    queries = int(headers.get("x-queries", "-1"))
+    return Answer(index, sent, received, pid, status, queries, (float(began), float(ended)))
 
 
 def worker_pids(master: int) -> set[int]:
@@ -154,17 +173,11 @@ def worker_pids(master: int) -> set[int]:
     return pids
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_gunicorn(port: int, workers: int) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "gunicorn", "bench.wsgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-        "--no-control-socket", "--log-level", "warning",
+        "--no-control-socket", "--log-level", "warning", *HEARTBEAT_IN_MEMORY,
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL)
 
@@ -190,6 +203,7 @@ class Run:
         self.user = user
         self.cached = cached
         self.seen = 0  # answers already read
+        self.marks: list[tuple[int, float, float]] = []  # (token, before commit, after)
 
     def new_answers(self) -> list[Answer]:
         answers = self.pollers.answers[self.seen :]
@@ -214,6 +228,7 @@ class Run:
 
     def revoke(self, token: APIToken) -> tuple[float, float]:
         """Revoke *token* in a transaction; return the clock before and after its COMMIT."""
+        self.began = time.monotonic()
         with transaction.atomic():
             services.revoke_token(token, reason="propagation bench")
             before = time.monotonic()
@@ -224,7 +239,9 @@ class Run:
         self.pollers.use(index, issued.plaintext)
         warm_seconds = self.warm(index)
         before, committed = self.revoke(issued.token)
+        self.marks.append((index, before, committed))
         refused: dict[int, float] = {}
+        accepted: dict[int, float] = {}  # the latest request sent after the commit, still let in
         stale = early = flaps = 0
         deadline = before + REFUSAL_TIMEOUT_SECONDS
         settle_until = float("inf")
@@ -240,13 +257,17 @@ class Run:
                         flaps += 1
                     else:
                         stale += 1
+                        accepted[answer.pid] = max(accepted.get(answer.pid, 0.0), answer.sent)
             if set(refused) >= self.pids and settle_until == float("inf"):
                 settle_until = time.monotonic() + SETTLE_SECONDS
             time.sleep(CHECK_INTERVAL_SECONDS)
         return {
             "latencies_ms": {str(pid): (at - before) * 1000 for pid, at in refused.items()},
+            # A lower bound per worker: a request sent this long after the commit was let in.
+            "accepted_ms": {str(pid): (at - before) * 1000 for pid, at in accepted.items()},
             "missing": sorted(self.pids - set(refused)),
             "commit_ms": (committed - before) * 1000,
+            "transaction_ms": (before - self.began) * 1000,
             "warm_ms": warm_seconds * 1000,
             "stale_accepts": stale,
             "early_refusals": early,
@@ -281,6 +302,11 @@ def summary(revokes: list[dict[str, Any]]) -> dict[str, Any]:
         "flaps": sum(revoke["flaps"] for revoke in revokes),
         "commit_ms_median": statistics.median(revoke["commit_ms"] for revoke in revokes),
     }
+    accepted = [
+        revoke["accepted_ms"].get(pid, 0.0) for revoke in revokes for pid in revoke["latencies_ms"]
+    ]
+    if accepted:
+        values.update(accepted_p99_ms=percentile(accepted, 0.99), accepted_max_ms=max(accepted))
     if latencies:
         values.update(
             p50_ms=percentile(latencies, 0.5),
@@ -305,19 +331,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--revokes", type=int, default=60)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--pollers", type=int, default=0, help="default: one per worker")
+    parser.add_argument("--interval-ms", type=float, default=0.0, help="between one poller's sends")
+    parser.add_argument("--answers", type=Path, help="also write every poll here (diagnosis)")
     args = parser.parse_args(argv)
     channel = settings.API_TOKENS.get("TOKEN_CACHE") or ""
     user = prepare()
     connections.close_all()  # gunicorn's workers open their own
     port = free_port()
     master = start_gunicorn(port, args.workers)
-    pollers = Pollers(port, args.pollers or args.workers)
+    pollers = Pollers(port, args.pollers or args.workers, args.interval_ms / 1000)
     try:
         pids = wait_for_workers(master, args.workers)
         pollers.start()
         run = Run(pollers, pids, user, cached=bool(channel))
         revokes = [run.one(index) for index in range(args.revokes)]
         pids_after = worker_pids(master.pid)
+        marks = run.marks
     finally:
         pollers.stop()
         master.send_signal(signal.SIGTERM)
@@ -328,6 +357,7 @@ def main(argv: list[str]) -> int:
         "channel": channel or "off",
         "workers": args.workers,
         "pollers": pollers.count,
+        "interval_ms": args.interval_ms,
         "pids": sorted(pids),
         "revokes": revokes,
         "resolution_ms": resolution_ms(pollers.answers),
@@ -336,6 +366,9 @@ def main(argv: list[str]) -> int:
         "summary": summary(revokes),
     }
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.answers:
+        rows = [list(astuple(answer)) for answer in pollers.answers]
+        args.answers.write_text(json.dumps({"marks": marks, "answers": rows}), encoding="utf-8")
     return 0
 
 
