@@ -355,8 +355,11 @@ def database_load_table(throughput: dict[str, Any]) -> str:
         "transactions as PostgreSQL counts them for the bench database (`pg_stat_database`, "
         "`xact_commit + xact_rollback`, read once every connection of the server has closed: "
         "in autocommit each statement is one). With the cache on they are the cache misses, "
-        "the `last_used_at` stamps (one per process per interval) and each listener's "
-        "`LISTEN` and self-pings (five per `TOKEN_CACHE_MAX_LAG_MS`).",
+        "the `last_used_at` stamps (one per process per interval), and the listeners: each "
+        "one's `LISTEN` and self-pings (five per `TOKEN_CACHE_MAX_LAG_MS`), plus one "
+        "transaction each time a listening backend wakes to read the notification queue "
+        "(PostgreSQL reads it in a transaction), which every ping on the shared channel does "
+        "to every listener.",
         "",
         "| row | requests/s | requests | server transactions | per request | per second |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -367,14 +370,24 @@ def database_load_table(throughput: dict[str, Any]) -> str:
             f"| {values['requests']:,} | {values['transactions']:,} "
             f"| {values['per_request']:.3f} | {values['per_second']:,.1f} |"
         )
+    idle = throughput.get("listener_overhead")
+    if idle:
+        lines += [
+            "",
+            f"The listeners alone, on an idle server with the cache on (two idle spans "
+            f"{idle['idle_seconds']} s apart, the difference): {idle['per_second']:,.1f} "
+            f"transactions/s, {idle['per_worker_per_second']:,.1f} per worker, whatever the "
+            "request rate.",
+        ]
     return "\n".join(lines)
 
 
 def propagation_table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| channel | revokes | refusals (revokes × workers) | p50 ms | p90 ms | p99 ms "
-        "| max ms | poll interval ms | commit ms | accepted after commit | accepted again |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| max ms | last acceptance p99 / max ms | poll interval ms | commit ms "
+        "| accepted after commit | accepted again |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
         found = run["summary"]
@@ -383,7 +396,9 @@ def propagation_table(runs: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {CHANNELS[run['channel']]} | {len(run['revokes'])} | {found['refusals']} "
             f"| {found['p50_ms']:.1f} | {found['p90_ms']:.1f} | {found['p99_ms']:.1f} "
-            f"| {found['max_ms']:.1f} | {run['resolution_ms']:.1f} "
+            f"| {found['max_ms']:.1f} "
+            f"| {found.get('accepted_p99_ms', 0):.1f} / {found.get('accepted_max_ms', 0):.1f} "
+            f"| {run['resolution_ms']:.1f} "
             f"| {found['commit_ms_median']:.1f} | {found['stale_accepts']} | {found['flaps']} |"
         )
     return "\n".join(lines)
@@ -626,7 +641,9 @@ worker's time is from just before the `COMMIT` is sent to the arrival of its fir
 includes the commit, the delivery, the worker's queue and the poll interval (the median gap
 between two answers of one worker, in the table), so it is an upper bound. "Accepted after
 commit" counts 200s to requests sent after the commit returned, before that worker's first
-refusal (the propagation window); "accepted again" counts 200s after a refusal (must be 0).
+refusal (the propagation window), and "last acceptance" is how long after the commit the
+latest of them was sent: a lower bound of the propagation time, where the p50 to max
+columns are upper bounds; "accepted again" counts 200s after a refusal (must be 0).
 The cache-off row is the baseline: there the next request reads the revoked row, so its
 times are the measurement's own resolution.
 """
