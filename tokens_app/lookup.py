@@ -376,7 +376,16 @@ def find_token_with_owner(key_id: str) -> APIToken | None:
         if values is not None and lookup.key_id_of(values) == key_id:
             tags.append(invalidation.owner_tag(lookup.owner_pk(values)))
         channel.store.put(key, values, tags, ticket)
-    return lookup.answer(values, key_id)
+        return lookup.answer(values, key_id)
+    token = lookup.answer(values, key_id)
+    if token is not None:
+        token.from_token_cache = True
+    return token
+
+
+def find_current_token(key_id: str) -> APIToken | None:
+    """Return the token with *key_id* and its owner as the database has them now (no cache)."""
+    return _read(router.db_for_read(APIToken), key_id)
 
 
 def forget_token(key_id: str) -> None:
