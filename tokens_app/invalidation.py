@@ -260,6 +260,8 @@ class Channel:
                 else:
                     self._listen_redis()
             except Exception as exc:  # any fault of the connection: bypass, then reconnect
+                if self._stopped.is_set():
+                    return  # stopped (settings changed): its own faults no longer matter
                 logger.warning(
                     "token cache listener disconnected (%s); requests read the database",
                     type(exc).__name__,
