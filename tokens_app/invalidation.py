@@ -94,6 +94,8 @@ class Store:
     def __init__(self, size: int, ttl: float) -> None:
         self.size, self.ttl = size, ttl
         self.generation = 0
+        #: Answers given and not given (absent or expired), for operators and tests.
+        self.hits = self.misses = 0
         self._entries: OrderedDict[Any, tuple[Any, float, tuple[str, ...]]] = OrderedDict()
         self._keys_by_tag: dict[str, set[Any]] = {}
         self._lock = threading.Lock()
@@ -106,11 +108,14 @@ class Store:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                self.misses += 1
                 return MISSING
             if entry[1] <= time.monotonic():
                 self._remove(key)
+                self.misses += 1
                 return MISSING
             self._entries.move_to_end(key)
+            self.hits += 1
             return entry[0]
 
     def put(self, key: Any, value: Any, tags: Iterable[str], generation: int) -> bool:
