@@ -50,7 +50,6 @@ from tokens_app.services.access import may_issue_for
 from tokens_app.services.caller import Caller
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
 from tokens_app.services.errors import NotPermitted as NotPermitted  # raised here, re-exported
-from tokens_app.services.owners import POWER_FIELDS
 
 MAX_LINEAGE_DEPTH = limits.MAX_LINEAGE_DEPTH
 
@@ -104,45 +103,34 @@ def credential_of(actor: Any, presented: Any = None) -> Credential:
     return Credential(Kind.USER, actor) if actor is not None else Credential(Kind.OPERATOR)
 
 
-#: The fields a cached row must share with the database's for its credential to stand: the
-#: secrets it was verified against, and everything ``bounds_of`` and ``authorize`` read.
-_CREDENTIAL_FIELDS = (
-    "secret_hash",
-    "previous_secret_hash",
-    "previous_secret_valid_until",
-    "secret_version",
-    "scopes",
-    "expires_at",
-    "revoked_at",
-    "allowed_ips",
-    "rate_limit",
-    "ancestry",
-)
-
-
 def _current(presented: APIToken) -> APIToken:
     """The database's row for *presented*, which came from the token cache.
 
     A cached row trails the database by up to ``TOKEN_CACHE_MAX_LAG_MS``: enough to serve a
     request, never enough to derive from (a JWT minted from a row narrowed a moment ago
-    would carry the old scopes for its whole life) or to act with. So every action reads
-    the row again; if the secret it was verified against, its limits or its owner's
-    standing changed since, the credential is refused and the client authenticates anew.
+    would carry the old scopes for its whole life) or to judge an action by. So every
+    action reads the row again and is judged by what it says now: its scopes, limits,
+    lineage and owner. The presented secret was verified against the cached row; it still
+    stands if the hash it matched is unchanged (and a grace it relied on still runs), else
+    the credential is refused and the client authenticates anew.
     """
     current = find_current_token(presented.key_id)
-    if (
-        current is None
-        or current.status(clock.now()) is not TokenStatus.ACTIVE
-        or any(getattr(current, f) != getattr(presented, f) for f in _CREDENTIAL_FIELDS)
-        or _standing(current.owner) != _standing(presented.owner)
-    ):
+    now = clock.now()
+    if current is None or current.status(now) is not TokenStatus.ACTIVE:
+        raise NotPermitted(_("This token is no longer valid."))
+    if presented.presented_grace_until is None:
+        stands = current.secret_hash == presented.secret_hash
+    else:
+        until = current.previous_secret_valid_until
+        stands = (
+            current.previous_secret_hash == presented.previous_secret_hash
+            and until is not None
+            and now < until
+        )
+        current.presented_grace_until = until
+    if not stands:
         raise NotPermitted(_("This token changed a moment ago; authenticate again."))
-    current.presented_grace_until = presented.presented_grace_until
     return current
-
-
-def _standing(owner: Any) -> tuple[bool, ...]:
-    return tuple(bool(getattr(owner, name, True)) for name in POWER_FIELDS)
 
 
 @dataclass(frozen=True)
