@@ -12,9 +12,11 @@ against the stored hash on every request) and deny-list entries by key — and a
   ``k:<key id>`` (the token: revoked, rotated, narrowed, changed, issued), ``o:<owner pk>``
   (its owner: saved or deleted, lost a permission) and ``j:<digest>`` (one JWT revoked).
   On PostgreSQL the tags go out by ``NOTIFY`` **inside the writer's transaction**, so they
-  are delivered at commit and never for a rollback; on Redis by ``PUBLISH`` once the
-  transaction has committed (a crash in between is covered by the TTL backstop only).
-  The writing process also drops its own entries at commit.
+  are delivered at commit and never for a rollback, and every writer sends them, whatever
+  its own ``TOKEN_CACHE`` says. On Redis, which cannot join the transaction, twice: a
+  *hold* before the commit (every process drops the entries and reads those rows from the
+  database until released) and ``PUBLISH`` once it committed, which releases it; a lost
+  release is ended by the TTL. The writing process also drops its own entries at commit.
 - **Fail closed.** The listener pings itself through the channel every fifth of
   ``TOKEN_CACHE_MAX_LAG_MS``. Messages arrive in order (PostgreSQL delivers notifications in
   commit order; Redis answers a subscriber's ``PING`` after every message published
@@ -39,7 +41,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.apps import apps
@@ -58,6 +62,9 @@ MISSING: Any = object()
 #: (``SELECT pg_notify('tokens_app_invalidate', '*')``).
 EVERYTHING = "*"
 _PING = "p:"
+#: Prefix of a tag announced before its change commits (the Redis channel's first phase).
+HOLD = "+"
+_PUBLISH_TIMEOUT = 1.0
 #: The listener's name on the server: ``application_name`` in ``pg_stat_activity``, the
 #: client name in Redis's ``CLIENT LIST`` (what an operator looks for, or kills).
 LISTENER_NAME = "tokens_app-invalidation"
@@ -94,8 +101,12 @@ class Store:
     def __init__(self, size: int, ttl: float) -> None:
         self.size, self.ttl = size, ttl
         self.generation = 0
+        #: Answers given and not given (absent or expired), for operators and tests.
+        self.hits = self.misses = 0
         self._entries: OrderedDict[Any, tuple[Any, float, tuple[str, ...]]] = OrderedDict()
         self._keys_by_tag: dict[str, set[Any]] = {}
+        #: Tags whose entries are not stored again until released or the moment given.
+        self._held: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,18 +117,21 @@ class Store:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                self.misses += 1
                 return MISSING
             if entry[1] <= time.monotonic():
                 self._remove(key)
+                self.misses += 1
                 return MISSING
             self._entries.move_to_end(key)
+            self.hits += 1
             return entry[0]
 
     def put(self, key: Any, value: Any, tags: Iterable[str], generation: int) -> bool:
         """Store *value* unless an invalidation came after *generation*; return whether stored."""
         tags = tuple(tags)
         with self._lock:
-            if generation != self.generation:
+            if generation != self.generation or self._is_held(tags):
                 return False
             if key in self._entries:
                 self._remove(key)
@@ -129,16 +143,39 @@ class Store:
             return True
 
     def drop(self, tags: Iterable[str]) -> None:
-        """Drop every entry carrying one of *tags* (``EVERYTHING``: all of them)."""
+        """Drop the entries carrying any of *tags* (``EVERYTHING``: all), releasing their holds."""
         with self._lock:
             self.generation += 1
             for tag in tags:
+                self._held.pop(tag, None)
                 if tag == EVERYTHING:
                     self._entries.clear()
                     self._keys_by_tag.clear()
+                    self._held.clear()
                     return
                 for key in self._keys_by_tag.pop(tag, ()):
                     self._remove(key)
+
+    def hold(self, tags: Iterable[str]) -> None:
+        """Drop the entries of *tags* and store none of them again until :meth:`drop` or the TTL.
+
+        For a change announced before it commits (the Redis channel): until its commit is
+        announced too, those rows are read from the source on every request.
+        """
+        tags = tuple(tags)
+        self.drop(tags)
+        with self._lock:
+            until = time.monotonic() + self.ttl
+            for tag in tags:
+                self._held[tag] = until
+
+    def _is_held(self, tags: tuple[str, ...]) -> bool:
+        if not self._held:
+            return False
+        now = time.monotonic()
+        for tag in [tag for tag, until in self._held.items() if until <= now]:
+            del self._held[tag]
+        return any(tag in self._held for tag in tags)
 
     def clear(self) -> None:
         """Drop everything."""
@@ -204,8 +241,12 @@ class Channel:
         """Announce that what *tags* name changed: every process drops those entries.
 
         PostgreSQL: ``NOTIFY`` on the token database, in the current transaction (sent at
-        its commit, dropped by its rollback); a failure is the writer's failure. Redis:
-        ``PUBLISH`` after the commit; a failure is logged (the TTL bounds what it leaves).
+        its commit, dropped by its rollback); a failure is the writer's failure. Redis, which
+        cannot take part in the transaction: twice. Before the commit, a *hold* (``+tag``):
+        every process drops the entries and reads those rows from the database until the
+        second message, ``PUBLISH`` after the commit, or the TTL; so a commit is never
+        served stale while Django runs the transaction's other ``on_commit`` callbacks. A
+        failed publish is logged (listeners then time out on their pings, or the TTL ends it).
         """
         tags = tuple(dict.fromkeys(tags))
         if not tags:
@@ -213,9 +254,10 @@ class Channel:
         alias = _token_database()
         payload = " ".join(tags)
         if self.kind == "postgresql":
-            with connections[alias].cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+            notify(alias, payload)
         else:
+            self.store.hold(tags)
+            self._publish_redis(" ".join(HOLD + tag for tag in tags))
             transaction.on_commit(lambda: self._publish_redis(payload), using=alias, robust=True)
         transaction.on_commit(lambda: self.store.drop(tags), using=alias, robust=True)
 
@@ -224,12 +266,16 @@ class Channel:
             if self._publisher is None:
                 import redis
 
-                self._publisher = redis.Redis.from_url(self.settings.token_cache_redis_url or "")
+                self._publisher = redis.Redis.from_url(
+                    self.settings.token_cache_redis_url or "",
+                    socket_timeout=_PUBLISH_TIMEOUT,
+                    socket_connect_timeout=_PUBLISH_TIMEOUT,
+                )
             self._publisher.publish(CHANNEL, payload)
         except Exception as exc:  # the client's errors vary
             logger.error(
                 "token cache: could not publish an invalidation (%s); other processes keep "
-                "their entries until TOKEN_CACHE_TTL",
+                "their entries until TOKEN_CACHE_TTL unless their listener is down too",
                 type(exc).__name__,
                 exc_info=exc,
             )
@@ -260,6 +306,8 @@ class Channel:
                 else:
                     self._listen_redis()
             except Exception as exc:  # any fault of the connection: bypass, then reconnect
+                if self._stopped.is_set():
+                    return  # stopped (settings changed): its own faults no longer matter
                 logger.warning(
                     "token cache listener disconnected (%s); requests read the database",
                     type(exc).__name__,
@@ -280,15 +328,26 @@ class Channel:
         self._confirmed_at = float("-inf")
         self.store.clear()
 
-    def _receive(self, payload: str, pings: dict[str, float]) -> None:
+    def _receive(self, payload: str, pings: dict[str, float] | None) -> None:
+        """Apply one message: a ping of ours (if *pings* are counted here), holds, drops."""
         if payload.startswith(_PING):
-            sent = pings.pop(payload, None)
-            if sent is not None:
-                for older in [p for p, at in pings.items() if at <= sent]:
-                    del pings[older]
-                self._confirmed_at = max(self._confirmed_at, sent)
+            if pings is not None:
+                self._pong(payload, pings)
             return
-        self.store.drop(payload.split())
+        tags = payload.split()
+        held = [tag[len(HOLD) :] for tag in tags if tag.startswith(HOLD)]
+        dropped = [tag for tag in tags if not tag.startswith(HOLD)]
+        if held:
+            self.store.hold(held)
+        if dropped:
+            self.store.drop(dropped)
+
+    def _pong(self, name: str, pings: dict[str, float]) -> None:
+        sent = pings.pop(name, None)
+        if sent is not None:
+            for older in [p for p, at in pings.items() if at <= sent]:
+                del pings[older]
+            self._confirmed_at = max(self._confirmed_at, sent)
 
     def _next_ping(self, pings: dict[str, float], sequence: int) -> str:
         name = f"{_PING}{self._ident}:{sequence}"
@@ -359,9 +418,13 @@ class Channel:
         return False
 
     def _receive_redis(self, message: dict[str, Any], pings: dict[str, float]) -> None:
-        if message["type"] in ("message", "pong"):
-            data = message["data"]
-            self._receive(data.decode() if isinstance(data, bytes) else str(data), pings)
+        data = message["data"]
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        if message["type"] == "pong":
+            self._pong(text, pings)
+        elif message["type"] == "message":
+            # Only the server's PONG proves a ping came back: a published "ping" is anyone's.
+            self._receive(text, None)
 
 
 def _counter() -> Iterable[int]:
@@ -410,10 +473,44 @@ def store() -> Store | None:
 
 
 def publish(*tags: str) -> None:
-    """Announce changes to what *tags* name (see :meth:`Channel.publish`); nothing when off."""
+    """Announce changes to what *tags* name (see :meth:`Channel.publish`).
+
+    On a PostgreSQL token database this notifies **whatever this process's** ``TOKEN_CACHE``
+    says: a shell, a cron job or an admin host set up without the cache still reaches the
+    workers that have it (one ``pg_notify`` per change; nothing listens without them). The
+    Redis channel is known only to processes configured with it.
+    """
+    if _quiet.get():
+        return
     current = channel()
     if current is not None:
         current.publish(tags)
+        return
+    alias = _token_database()
+    if connections[alias].vendor == "postgresql":
+        notify(alias, " ".join(dict.fromkeys(tags)))
+
+
+def notify(alias: str, payload: str) -> None:
+    """``NOTIFY`` *payload* on the database *alias*, in its current transaction."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Publish nothing inside: for writes whose rows every cached copy already judges right.
+
+    Pruning deletes tokens that ended (expired or revoked) long ago: a cached copy says so.
+    """
+    token = _quiet.set(True)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
+
+
+_quiet: ContextVar[bool] = ContextVar("tokens_app_invalidation_quiet", default=False)
 
 
 def forget(*tags: str) -> None:
@@ -452,12 +549,11 @@ def _user_saved(sender: Any, instance: Any, update_fields: Any = None, **kwargs:
 
 
 def connect(user_model: Any) -> None:
-    """Publish every ORM save of a token, and every save or delete of a user.
+    """Publish every ORM save or delete of a token or a user.
 
-    Called from ``AppConfig.ready``. Not a token's delete: a receiver there would make
-    ``QuerySet.delete()`` load every row it prunes, and the rows pruned are expired or
-    revoked, which their cached copies say too (a deleted owner's are dropped by the
-    owner's tag).
+    Called from ``AppConfig.ready``. (A receiver makes ``QuerySet.delete()`` load the rows
+    it deletes: pruning pays one ``SELECT`` per batch, and publishes nothing, see
+    :func:`quiet`.)
 
     After the write (``post_save``, ``post_delete``): in autocommit mode a message sent
     before the write committed could be applied while the old row can still be read, and
@@ -466,6 +562,7 @@ def connect(user_model: Any) -> None:
     token_model = apps.get_model("tokens_app", "APIToken")
     receivers: list[tuple[Any, Callable[..., None], Any, str]] = [
         (signals.post_save, _token_saved, token_model, "token-saved"),
+        (signals.post_delete, _token_saved, token_model, "token-deleted"),
         (signals.post_save, _user_saved, user_model, "owner-saved"),
         (signals.post_delete, _user_saved, user_model, "owner-deleted"),
     ]

@@ -26,6 +26,7 @@ such as an APM's), Django's own cursor runs the same statement, so they see it.
 and with a custom user model.
 """
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -356,27 +357,48 @@ def find_token_with_owner(key_id: str) -> APIToken | None:
     """Return the token with *key_id* and its owner, from the database the router picks.
 
     ``TOKEN_LOOKUP = "orm"`` reads it through the ORM instead of the prepared statement:
-    the way back if a future Django changes an internal this module relies on. With
-    ``TOKEN_CACHE`` on, the row read (the token's, or for an unknown key id its
-    neighbour's) is kept in process memory until an invalidation or the TTL drops it
-    (``tokens_app.invalidation``), and an answer from memory is built and compared just
-    as one from the database, so a cached miss still costs what a cached hit costs.
+    the way back if a future Django changes an internal this module relies on.
+
+    With ``TOKEN_CACHE`` on, a token's row is kept in process memory once read, until an
+    invalidation or the TTL drops it (``tokens_app.invalidation``); such a token comes back
+    with ``from_token_cache`` set. Only rows of existing tokens are kept: an unknown key id
+    reads the database every time, so a flood of them cannot fill the store, and a probe
+    with a wrong secret reads it too (``services.credentials``), so the answer time does not
+    tell a key id in use from an unknown one. Rows are read from the database token writes
+    go to (a replica could hand back a row older than the change that dropped it).
     """
-    alias = router.db_for_read(APIToken)
     channel = invalidation.channel()
     ticket = channel.ticket() if channel is not None else None
     if channel is None or ticket is None:
-        return _read(alias, key_id)
+        return _read(router.db_for_read(APIToken), key_id)
+    alias = router.db_for_write(APIToken)
     lookup = token_lookup(alias)
     key = ("token", alias, key_id)
     values = channel.store.get(key)
-    if values is MISSING:
-        values = _read_row(alias, key_id)
-        tags = [invalidation.token_tag(key_id)]
-        if values is not None and lookup.key_id_of(values) == key_id:
-            tags.append(invalidation.owner_tag(lookup.owner_pk(values)))
+    if values is not MISSING:
+        token = lookup.answer(_thawed(values), key_id)
+        if token is not None:
+            token.from_token_cache = True
+        return token
+    values = _read_row(alias, key_id)
+    if values is not None and lookup.key_id_of(values) == key_id:
+        tags = (invalidation.token_tag(key_id), invalidation.owner_tag(lookup.owner_pk(values)))
         channel.store.put(key, values, tags, ticket)
+        values = _thawed(values)
     return lookup.answer(values, key_id)
+
+
+def _thawed(values: Sequence[Any]) -> list[Any]:
+    """A copy of a stored row whose lists and dicts (scopes, networks...) are the caller's own.
+
+    A request may change its ``request.auth`` in place; the next request must not see it.
+    """
+    return [copy.deepcopy(value) if isinstance(value, list | dict) else value for value in values]
+
+
+def find_current_token(key_id: str) -> APIToken | None:
+    """Return the token with *key_id* and its owner as the token database has them now."""
+    return _read(router.db_for_write(APIToken), key_id)
 
 
 def forget_token(key_id: str) -> None:

@@ -185,6 +185,11 @@ class APIToken(models.Model):
     #: Set by authentication on the instance it returns (never stored): when the request
     #: presented the previous secret of a rotation grace, the moment that secret stops.
     presented_grace_until: datetime | None = None
+    #: Set by the request path's lookup (never stored) when the row came from the token
+    #: cache (``tokens_app.invalidation``), which may trail the database by up to its
+    #: maximum lag: ``services.authority`` reads such a row again before it derives,
+    #: changes or revokes anything with it.
+    from_token_cache: bool = False
 
     objects = APITokenQuerySet.as_manager()
 

@@ -36,7 +36,8 @@ from tests.authority.model import (
     within,
 )
 from tests.helpers import MODEL_PERMISSIONS, WHOAMI, FakeClock, admin_client, grant
-from tokens_app.models import APIToken
+from tokens_app import invalidation
+from tokens_app.models import APIToken, TokenEvent
 
 #: The machine's bundles: the pools of values its rules draw from and add to.
 creds = Bundle("creds")
@@ -47,15 +48,22 @@ class MachineState(RuleBasedStateMachine):
     """One owner and its tokens: each example's set-up, the model's view, the server's."""
 
     clock: FakeClock  # set by the test function (the `clock` fixture)
+    #: False in a transactional test (the token cache hears of a change only when it
+    #: commits): then every write commits, and teardown deletes the example's rows instead.
+    in_savepoint = True
 
     def __init__(self) -> None:
         super().__init__()
-        # One savepoint per example, rolled back in teardown (pytest-django's own
-        # transaction wraps the test): no example sees another's rows, on any database.
-        self._atomic = transaction.atomic()
-        self._atomic.__enter__()
+        if self.in_savepoint:
+            # One savepoint per example, rolled back in teardown (pytest-django's own
+            # transaction wraps the test): no example sees another's rows, on any database.
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
         for alias in django_settings.CACHES:
             caches[alias].clear()
+        store = invalidation.store()
+        if store is not None:
+            store.clear()
         self.clock.current = START
         self.owner = Owner()
         self.tokens: list[Tok] = []
@@ -73,8 +81,13 @@ class MachineState(RuleBasedStateMachine):
         self.session = self.hold(Cred("session", "session", ""))
 
     def teardown(self) -> None:
-        transaction.set_rollback(True)
-        self._atomic.__exit__(None, None, None)
+        if self.in_savepoint:
+            transaction.set_rollback(True)
+            self._atomic.__exit__(None, None, None)
+            return
+        TokenEvent.objects.all().delete()
+        APIToken.objects.all().delete()
+        get_user_model()._default_manager.all().delete()
 
     # --- helpers ---------------------------------------------------------------------------
 

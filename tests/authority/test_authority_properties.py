@@ -39,11 +39,13 @@ from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import settings as settings_for_hypothesis
 from hypothesis.stateful import run_state_machine_as_test
 from rest_framework.test import APIClient
 
 from tests.authority.machine import AuthorityMachine
 from tests.helpers import MINT, TOKENS, WHOAMI, FakeClock, admin_client, change_data
+from tokens_app import invalidation
 from tokens_app.models import APIToken
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +64,39 @@ def test_no_credential_exceeds_its_obtainer_or_locks_out_a_stronger_one(
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
+
+
+class CachedAuthorityMachine(AuthorityMachine):
+    """The same machine with every write committed, for the token cache to hear of it."""
+
+    in_savepoint = False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_token_cache_changes_none_of_it(clock: FakeClock, settings: Any) -> None:
+    # Issue 16: a cached row serves requests until a change's message drops it. In one
+    # process the writer drops its own entries at commit, so every check after a step must
+    # see exactly what it sees without the cache: any difference is a change that does not
+    # publish, or a stale row written back.
+    settings.API_TOKENS = {
+        **settings.API_TOKENS,
+        "TOKEN_CACHE": "redis",
+        "TOKEN_CACHE_REDIS_URL": "redis://127.0.0.1:6379/9",
+    }
+    channel = invalidation.channel()
+    assert channel is not None and channel.wait_fresh(10)
+    CachedAuthorityMachine.clock = clock
+    run_state_machine_as_test(
+        CachedAuthorityMachine,
+        settings=settings_for_hypothesis(
+            max_examples=15,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+    # The cache took part: requests were answered from it, and rows were read into it.
+    assert channel.store.hits > 100 and channel.store.misses > 100, vars(channel.store)
 
 
 # --- the holes the machine found, each replayed through HTTP --------------------------------

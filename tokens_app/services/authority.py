@@ -42,9 +42,10 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 
 from tokens_app.conf import token_settings
-from tokens_app.core import limits, scopes
+from tokens_app.core import clock, limits, scopes
 from tokens_app.core.rates import parse_rate
-from tokens_app.models import APIToken
+from tokens_app.lookup import find_current_token
+from tokens_app.models import APIToken, TokenStatus
 from tokens_app.services.access import may_issue_for
 from tokens_app.services.caller import Caller
 from tokens_app.services.credentials import Budget, token_budgets, token_rate
@@ -95,10 +96,41 @@ def credential_of(actor: Any, presented: Any = None) -> Credential:
     if isinstance(presented, APIToken):
         grace_until = presented.presented_grace_until
         kind = Kind.TOKEN if grace_until is None else Kind.GRACE
-        return Credential(kind, presented.owner, presented, grace_until)
+        token = _current(presented) if presented.from_token_cache else presented
+        return Credential(kind, token.owner, token, grace_until)
     if presented is not None:
         return Credential(Kind.OTHER, actor)
     return Credential(Kind.USER, actor) if actor is not None else Credential(Kind.OPERATOR)
+
+
+def _current(presented: APIToken) -> APIToken:
+    """The database's row for *presented*, which came from the token cache.
+
+    A cached row trails the database by up to ``TOKEN_CACHE_MAX_LAG_MS``: enough to serve a
+    request, never enough to derive from (a JWT minted from a row narrowed a moment ago
+    would carry the old scopes for its whole life) or to judge an action by. So every
+    action reads the row again and is judged by what it says now: its scopes, limits,
+    lineage and owner. The presented secret was verified against the cached row; it still
+    stands if the hash it matched is unchanged (and a grace it relied on still runs), else
+    the credential is refused and the client authenticates anew.
+    """
+    current = find_current_token(presented.key_id)
+    now = clock.now()
+    if current is None or current.status(now) is not TokenStatus.ACTIVE:
+        raise NotPermitted(_("This token is no longer valid."))
+    if presented.presented_grace_until is None:
+        stands = current.secret_hash == presented.secret_hash
+    else:
+        until = current.previous_secret_valid_until
+        stands = (
+            current.previous_secret_hash == presented.previous_secret_hash
+            and until is not None
+            and now < until
+        )
+        current.presented_grace_until = until
+    if not stands:
+        raise NotPermitted(_("This token changed a moment ago; authenticate again."))
+    return current
 
 
 @dataclass(frozen=True)

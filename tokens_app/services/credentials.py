@@ -14,7 +14,7 @@ from django_ratelimit.core import get_usage
 from tokens_app.conf import token_settings
 from tokens_app.core import clock, hashing, limits, tokenstring
 from tokens_app.core.address import client_ip, client_network, ip_allowed
-from tokens_app.lookup import find_token_with_owner, forget_token
+from tokens_app.lookup import find_current_token, find_token_with_owner, forget_token
 from tokens_app.models import APIToken, TokenStatus
 
 logger = logging.getLogger("tokens_app")
@@ -46,6 +46,42 @@ def _in_rotation_grace(token: APIToken, now: datetime) -> bool:
     return bool(token.previous_secret_hash) and until is not None and now < until
 
 
+def _verify(token: APIToken, secret: str, now: datetime) -> tuple[bool, str | None]:
+    """Whether *secret* is *token*'s (current, or previous in a grace); the upgraded hash."""
+    matches, upgraded = hashing.verify_secret(secret, token.secret_hash)
+    if not matches:
+        # A second verification after every mismatch (the dummy hash outside a grace), so a
+        # wrong secret costs the same in a grace or not, and as much as an unknown key id.
+        if _in_rotation_grace(token, now):
+            matches, upgraded = hashing.verify_secret(secret, token.previous_secret_hash)
+            upgraded = None  # the previous hash is retired, never upgraded
+            if matches:  # what this credential may still do: services.authority (GRACE)
+                token.presented_grace_until = token.previous_secret_valid_until
+        else:
+            hashing.burn_verification_time(secret)
+    return matches, upgraded
+
+
+_SECRET_FIELDS = ("secret_hash", "previous_secret_hash", "previous_secret_valid_until")
+
+
+def _verify_current(
+    cached: APIToken, secret: str, now: datetime
+) -> tuple[APIToken, bool, str | None]:
+    """After a mismatch against a cached row: the database's row, and the verdict on it.
+
+    A wrong secret reads the database as it does without the cache (so a probe of a key
+    id in use costs what a probe of an unknown one does) and gets the same verdict unless
+    the row's secrets changed meanwhile: only then is it verified again.
+    """
+    current = find_current_token(cached.key_id)
+    if current is None:
+        raise InvalidToken("unknown key id", cached.key_id)
+    if all(getattr(current, name) == getattr(cached, name) for name in _SECRET_FIELDS):
+        return current, False, None
+    return (current, *_verify(current, secret, now))
+
+
 def authenticate_token(
     raw: str, *, ip: str | None = None, touch: bool = True, check_address: bool = True
 ) -> APIToken:
@@ -72,17 +108,9 @@ def authenticate_token(
         hashing.burn_verification_time(parsed.secret)
         raise InvalidToken("unknown key id", parsed.key_id)
     now = clock.now()
-    matches, upgraded = hashing.verify_secret(parsed.secret, token.secret_hash)
-    if not matches:
-        # A second verification after every mismatch (the dummy hash outside a grace), so a
-        # wrong secret costs the same in a grace or not, and as much as an unknown key id.
-        if _in_rotation_grace(token, now):
-            matches, upgraded = hashing.verify_secret(parsed.secret, token.previous_secret_hash)
-            upgraded = None  # the previous hash is retired, never upgraded
-            if matches:  # what this credential may still do: services.authority (GRACE)
-                token.presented_grace_until = token.previous_secret_valid_until
-        else:
-            hashing.burn_verification_time(parsed.secret)
+    matches, upgraded = _verify(token, parsed.secret, now)
+    if not matches and token.from_token_cache:
+        token, matches, upgraded = _verify_current(token, parsed.secret, now)
     if not matches:
         raise InvalidToken("wrong secret", token.key_id)
     status = token.status(now)

@@ -144,8 +144,11 @@ def _describe_api_token(raw: str) -> dict[str, Any]:
     try:
         # The client's address is unknown here: the list is reported for the caller to apply.
         token: APIToken = authenticate_token(raw, touch=False, check_address=False)
-    except InvalidToken:
+        # Another server acts on the answer: from the database's row, never a cached one.
+        credential = authority.credential_of(token.owner, token)
+    except (InvalidToken, authority.NotPermitted):
         return INACTIVE
+    token = credential.token or token
     answer: dict[str, Any] = {
         **_active(API_TOKEN_KIND),
         "scope": " ".join(sorted(token.effective_scopes)),
@@ -156,7 +159,7 @@ def _describe_api_token(raw: str) -> dict[str, Any]:
         "iat": _epoch(token.created_at),
     }
     # A rotated token's previous secret ends with its grace: that is when *this* one expires.
-    expires_at = authority.bounds_of(authority.credential_of(token.owner, token)).expires_at
+    expires_at = authority.bounds_of(credential).expires_at
     if expires_at is not None:
         answer["exp"] = _epoch(expires_at)
     return {**answer, **_guardrails(token.allowed_ips, token_rate(token))}
