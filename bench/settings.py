@@ -9,9 +9,7 @@ process: the gunicorn servers of the throughput and propagation runs. The in-pro
 switch it per row with ``override_settings`` instead.
 """
 
-import logging
 import os
-from typing import Any
 
 import dj_database_url
 
@@ -46,33 +44,7 @@ if os.environ.get("BENCH_REDIS_URL"):
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", "django_ratelimit.E003"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_PAGINATION_CLASS": None}
-
-
-def quiet_replaced_listeners() -> Any:
-    """A filter for one log line the in-process rows provoke by the hundred.
-
-    Each cached row enters its own settings, so this process's channel is replaced (the
-    old listener stopped) every time; a stopped listener then logs "disconnected (no ping
-    came back)" with a traceback. A listener that really falls behind still shows, in the
-    query counts of the cached rows (they would not be 0).
-    """
-
-    def keep(record: logging.LogRecord) -> bool:
-        fault = record.exc_info[1] if record.exc_info else None
-        return not (
-            record.getMessage().startswith("token cache listener disconnected")
-            and str(fault) == "no ping came back"
-        )
-
-    return keep
-
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": True,
-    "filters": {"replaced_listeners": {"()": quiet_replaced_listeners}},
-    "loggers": {"tokens_app": {"filters": ["replaced_listeners"]}},
-}
+LOGGING = {"version": 1, "disable_existing_loggers": True}
 # Long enough to outlast a run: the JWTs are minted once, before the rounds.
 API_TOKENS = {**API_TOKENS, "JWT_LIFETIME": "1h", "JWT_DENY_LIST_CACHE": "shared"}
 CHANNEL = os.environ.get("BENCH_TOKEN_CACHE")
