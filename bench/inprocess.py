@@ -439,6 +439,39 @@ def hasher_costs(repeat: int) -> dict[str, float]:
     return costs
 
 
+def median_us(call: Callable[[], Any], times: int) -> float:
+    for _ in range(min(times, 200)):  # warm-up
+        call()
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter_ns()
+        call()
+        samples.append(time.perf_counter_ns() - started)
+    return statistics.median(samples) / 1000
+
+
+def jwt_costs(rows: list[Row], jwt: str, times: int) -> dict[str, float]:
+    """Median µs of the JWT check alone, outside a request: what the JWT rows are made of.
+
+    ``verify`` is tokens_app's whole check (signature, claims, deny list), under the pushed
+    row's settings when there is one (the deny list then answered from memory); ``decode``
+    is PyJWT's parsing and claim decoding alone, without the signature.
+    """
+    import jwt as pyjwt
+
+    from tokens_app.jwt import access_tokens
+
+    pushed = next((row for row in rows if row.name == "jwt-pushed"), None)
+    with context_for(pushed) if pushed else nullcontext():
+        if pushed:
+            prime(Client(), pushed)
+        unverified = {"verify_signature": False}
+        return {
+            "verify": median_us(lambda: access_tokens.verify(jwt), times),
+            "decode": median_us(lambda: pyjwt.decode(jwt, options=unverified), times),
+        }
+
+
 def percentile(samples: list[int], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
@@ -488,6 +521,7 @@ def main(argv: list[str]) -> int:
         "rounds": args.rounds,
         "per_round": args.per_round,
         "hashers_us": hasher_costs(repeat=5),
+        "jwt_us": jwt_costs(rows, credentials["small"]["jwt"], times=2000),
         "last_used_interval": str(token_settings().last_used_interval),
         "rows": [
             {
