@@ -607,33 +607,40 @@ least-recently-used store (`TOKEN_CACHE_SIZE`, 10,000 entries by default) of wha
 path would otherwise read: the token-and-owner row by key id, and JWT deny-list entries. It
 never holds a secret: the row carries the secret's keyed hash, and the secret presented is
 verified against it on every request, so the cache saves the round trip, not the check. Expiry,
-revocation, the owner's `is_active`, allowed networks and scopes are all judged on every request
-from the row, exactly as with the cache off.
+revocation, the owner's `is_active`, allowed networks and scopes are judged on every request
+from the row, exactly as with the cache off. Only existing tokens are kept: an unknown key id,
+and a wrong secret for a cached token, read the database every time (the timing rows above
+are the cache-off path, and so is every refusal). Anything derived, changed or revoked with a
+cached credential (a JWT minted, a child token, a rotation, introspection) re-reads the row.
 
 Every change that can take power from a token (revoke, revoke-all, rotate and the end of a
-grace, a scope or guardrail change, an owner saved, deactivated, demoted or deleted, a JWT
-revoked) publishes what it concerns (the key id, the owner, the JWT) on an invalidation channel.
-With `"postgresql"` that is `NOTIFY` on the token database **inside the writer's
-transaction**: delivered at its commit, never for a rollback. With `"redis"` it is `PUBLISH`
-after the commit (a process that dies between the two leaves the other processes to the TTL).
-A listener thread in each process drops the entries named. The listener pings itself through
-the same channel every fifth of `TOKEN_CACHE_MAX_LAG_MS` (500 ms by default), and the store
-is used only while the last ping came back less than that long ago: a ping sent after a
-change returns only after the change was applied, so a request answered from memory is at
-most `TOKEN_CACHE_MAX_LAG_MS` behind a change made through the app. While the listener is not
-connected, stalled or behind, every request reads the database (and the deny list) as with
-the cache off; a reconnection flushes the store; a row read just before an invalidation is
-never stored after it (a generation check).
+grace, a scope or guardrail change, a token deleted, an owner saved, deactivated, demoted or
+deleted, a JWT revoked) publishes what it concerns (the key id, the owner, the JWT). With
+`"postgresql"` that is `NOTIFY` on the token database **inside the writer's transaction**:
+delivered at its commit, never for a rollback, and sent by every process that writes the token
+database, whatever its own setting. With `"redis"`, which cannot join the transaction, it is a
+*hold* before the commit (every process reads that token from the database meanwhile) and a
+`PUBLISH` after it. A listener thread in each process applies the messages. It pings itself
+through the same channel every fifth of `TOKEN_CACHE_MAX_LAG_MS` (500 ms by default), and the
+store is used only while the last ping came back less than that long ago: messages arrive in
+order, so a ping sent after a change returns only after the change was applied, and a request
+answered from memory is never more than `TOKEN_CACHE_MAX_LAG_MS` behind a change made through
+the app. While the listener is not connected, stalled or behind, every request reads the
+database (and the deny list) as with the cache off; a reconnection flushes the store; a row read
+just before an invalidation is never stored after it (a generation check). The propagation
+table measures the common case, well inside that bound.
 
 What bypasses the channel is bounded by `TOKEN_CACHE_TTL` alone (60 s by default, at most
 1 h): raw SQL, `QuerySet.update()` or `bulk_update()` on tokens or users (no signals), writes
-by another application or a restore, and with Redis a publish lost after its commit. After
-such a write an operator can flush every process at once with
-`SELECT pg_notify('tokens_app_invalidate', '*')` (or `PUBLISH tokens_app_invalidate '*'`).
-ORM saves and deletes of users are caught by signals (a save that only stamps `last_login` is
-not published). The measured cost of that design is in the tables above: the cached rows make
-no query and no cache round trip in steady state, and the propagation run shows how long a
-revoked token kept working in a worker that had it cached.
+by another program or a restore, and with Redis a hold or `PUBLISH` that failed (logged) or a
+rolled-back change (its hold is never released). After such a write an operator can flush every
+process at once with `SELECT pg_notify('tokens_app_invalidate', '*')` (or
+`PUBLISH tokens_app_invalidate '*'`). ORM saves and deletes of users are caught by signals (a
+save that only stamps `last_login` is not published). The listener costs the database a
+session per process and, on PostgreSQL, transactions at a rate set by the pings, not by the
+requests (the database load table shows both). The measured cost of the design is in the
+tables above: the cached rows make no query and no cache round trip in steady state, and the
+propagation run shows how long a revoked token kept working in a worker that had it cached.
 """
 
 
