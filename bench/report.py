@@ -381,14 +381,23 @@ def database_load_table(throughput: dict[str, Any]) -> str:
             f"| {values['requests']:,} | {values['transactions']:,} "
             f"| {values['per_request']:.3f} | {values['per_second']:,.1f} |"
         )
-    idle = throughput.get("listener_overhead")
+    idle = throughput.get("listener_overhead") or []
     if idle:
         lines += [
             "",
-            f"The listeners alone, on an idle server with the cache on (two idle spans "
-            f"{idle['idle_seconds']} s apart, the difference): {idle['per_second']:,.1f} "
-            f"transactions/s, {idle['per_worker_per_second']:,.1f} per worker, whatever the "
-            "request rate.",
+            "The listeners alone, on an idle server with the cache on (a fresh server per "
+            "line: two idle spans, the difference). A `NOTIFY` wakes every listening backend "
+            "of the database, so every process's pings cost every other process's backend a "
+            "transaction: the count grows with the square of the processes sharing the "
+            "database (all hosts together), whatever the request rate.",
+            "",
+            "| gunicorn workers | transactions/s | per worker |",
+            "| ---: | ---: | ---: |",
+            *(
+                f"| {line['workers']} | {line['per_second']:,.1f} "
+                f"| {line['per_worker_per_second']:,.1f} |"
+                for line in idle
+            ),
         ]
     return "\n".join(lines)
 
@@ -642,9 +651,12 @@ process at once with `SELECT pg_notify('tokens_app_invalidate', '*')` (or
 `PUBLISH tokens_app_invalidate '*'`). ORM saves and deletes of users are caught by signals (a
 save that only stamps `last_login` is not published). The listener costs the database a
 session per process and, on PostgreSQL, transactions at a rate set by the pings, not by the
-requests (the database load table shows both). The measured cost of the design is in the
-tables above: the cached rows make no query and no cache round trip in steady state, and the
-propagation run shows how long a revoked token kept working in a worker that had it cached.
+requests: since a `NOTIFY` wakes every listening backend of the database, that rate grows
+with the square of the processes sharing it (the database load section measures two sizes),
+which bounds how many processes one database can serve this way. The measured cost of the
+design is in the tables above: the cached rows make no query and no cache round trip in
+steady state, and the propagation run shows how long a revoked token kept working in a worker
+that had it cached.
 """
 
 

@@ -255,35 +255,37 @@ def database_load(
 
 def idle_transactions(
     env: dict[str, str], header: dict[str, str], args: argparse.Namespace, load: LoadFunction,
-    idle: float,
+    workers: int, idle: float,
 ) -> int:  # fmt: skip
     """Transactions of a fresh cached server: 1 s of load (starts every listener), *idle* s idle."""
     url = env["BENCH_SMALL_URL"]
     before = transactions(url)
-    with gunicorn(server_env(env, args.token_cache), args.workers) as (port, _process):
-        load(f"http://127.0.0.1:{port}/apitoken/", header, 1, args.connections)
+    with gunicorn(server_env(env, args.token_cache), workers) as (port, _process):
+        load(f"http://127.0.0.1:{port}/apitoken/", header, 1, 2 * workers)
         time.sleep(idle)
     return transactions(url) - before
 
 
 def listener_overhead(
     env: dict[str, str], headers: dict[str, dict[str, str]], args: argparse.Namespace,
-    load: LoadFunction,
+    load: LoadFunction, workers: int,
 ) -> dict[str, float]:  # fmt: skip
     """What the listeners alone cost the server per second: two idle spans, the difference.
 
-    Each ping is a transaction of its sender; each wake-up of a listening backend to read
-    the notification queue is one more (PostgreSQL reads it in a transaction), and every
-    listener is woken by every ping on the shared channel.
+    Each ping is a transaction of its sender, and each wake-up of a listening backend to
+    read the notification queue is one more (PostgreSQL reads it in a transaction); a
+    ``NOTIFY`` wakes every listening backend of the database, whatever the channel, so
+    the count grows with the square of the processes: run with two sizes to show it.
     """
     short, long = 1.0, 1.0 + args.load_seconds
     header = headers["apitoken-cached"]
-    counted = [idle_transactions(env, header, args, load, idle) for idle in (short, long)]
+    counted = [idle_transactions(env, header, args, load, workers, idle) for idle in (short, long)]
     return {
+        "workers": workers,
         "idle_seconds": args.load_seconds,
         "transactions": counted[1] - counted[0],
         "per_second": (counted[1] - counted[0]) / args.load_seconds,
-        "per_worker_per_second": (counted[1] - counted[0]) / args.load_seconds / args.workers,
+        "per_worker_per_second": (counted[1] - counted[0]) / args.load_seconds / workers,
     }
 
 
@@ -326,9 +328,11 @@ def main(argv: list[str]) -> int:
             for row, values in rates.items()
         },
         "database_load": database_load(env, headers, args, load) if postgresql else None,
-        "listener_overhead": (
-            listener_overhead(env, headers, args, load) if postgresql and args.token_cache else None
-        ),
+        "listener_overhead": [
+            listener_overhead(env, headers, args, load, workers)
+            for workers in (args.workers, 2 * args.workers)
+            if postgresql and args.token_cache
+        ],
     }
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
