@@ -54,7 +54,8 @@ from tokens_app.conf import TokenSettings, token_settings
 
 logger = logging.getLogger("tokens_app")
 
-#: The PostgreSQL ``LISTEN`` channel and the Redis pub/sub channel.
+#: The PostgreSQL ``LISTEN`` channel (one per database); on Redis, whose pub/sub ignores
+#: database numbers, the channel is this name and the database's (:func:`redis_channel`).
 CHANNEL = "tokens_app_invalidate"
 #: What :meth:`Store.get` returns for a key it does not hold (``None`` is a value: "no row").
 MISSING: Any = object()
@@ -204,8 +205,13 @@ class Channel:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._start_lock = threading.Lock()
+        #: Freshness needs a ping sent at or after this moment (see :meth:`ticket`).
+        self._needs_ping_since = float("-inf")
         self._ident = f"{os.getpid()}-{id(self):x}"
         self._publisher: Any = None
+        self._redis_channel = (
+            redis_channel(settings.token_cache_redis_url or "") if self.kind == "redis" else ""
+        )
 
     # --- the request path -------------------------------------------------------------
 
@@ -218,7 +224,13 @@ class Channel:
         """
         if self._thread is None:
             self._start()
-        if time.monotonic() - self._confirmed_at > self.max_lag:
+        now = time.monotonic()
+        if now - self._confirmed_at > self.max_lag:
+            # Found behind: only a ping sent from now on proves it caught up. (An older one
+            # coming back late could otherwise make it fresh just ahead of a message it
+            # still has to apply, and a token refused a moment ago would pass once more.)
+            if self._needs_ping_since < now:
+                self._needs_ping_since = now
             return None
         return self.store.generation
 
@@ -271,7 +283,7 @@ class Channel:
                     socket_timeout=_PUBLISH_TIMEOUT,
                     socket_connect_timeout=_PUBLISH_TIMEOUT,
                 )
-            self._publisher.publish(CHANNEL, payload)
+            self._publisher.publish(self._redis_channel, payload)
         except Exception as exc:  # the client's errors vary
             logger.error(
                 "token cache: could not publish an invalidation (%s); other processes keep "
@@ -322,6 +334,7 @@ class Channel:
     def _caught_up(self, since: float) -> None:
         """The subscription is live since *since*: flush, then trust the store again."""
         self.store.clear()
+        self._needs_ping_since = since  # everything published since is heard, nothing is held
         self._confirmed_at = since
 
     def _lost(self) -> None:
@@ -347,7 +360,8 @@ class Channel:
         if sent is not None:
             for older in [p for p, at in pings.items() if at <= sent]:
                 del pings[older]
-            self._confirmed_at = max(self._confirmed_at, sent)
+            if sent >= self._needs_ping_since:
+                self._confirmed_at = max(self._confirmed_at, sent)
 
     def _next_ping(self, pings: dict[str, float], sequence: int) -> str:
         name = f"{_PING}{self._ident}:{sequence}"
@@ -390,7 +404,7 @@ class Channel:
         pubsub = client.pubsub()
         try:
             since = time.monotonic()
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(self._redis_channel)
             if not self._await_subscription(pubsub):
                 raise ConnectionError("the subscription was not confirmed")
             self._caught_up(since)
@@ -425,6 +439,14 @@ class Channel:
         elif message["type"] == "message":
             # Only the server's PONG proves a ping came back: a published "ping" is anyone's.
             self._receive(text, None)
+
+
+def redis_channel(url: str) -> str:
+    """The Redis channel of the database *url* names: deployments on one server keep apart."""
+    from redis.connection import parse_url
+
+    database = parse_url(url).get("db", 0)  # type: ignore[no-untyped-call]
+    return f"{CHANNEL}:{database}"
 
 
 def _counter() -> Iterable[int]:

@@ -180,7 +180,7 @@ class Tap:
         else:
             self._redis = redis.Redis.from_url(CHANNEL_URL)
             self._pubsub = self._redis.pubsub()
-            self._pubsub.subscribe(invalidation.CHANNEL)
+            self._pubsub.subscribe(invalidation.redis_channel(CHANNEL_URL))
             wait_until(
                 lambda: (
                     (m := self._pubsub.get_message(timeout=0.1)) is not None
@@ -331,12 +331,20 @@ def test_a_revocation_by_a_process_without_the_cache_reaches_the_caches(
 
 
 @pytest.mark.production_profile
+def caching_process_env(kind: str) -> dict[str, str]:
+    """The environment of another process of this deployment, with the cache on."""
+    # On Redis the channel is the database's (its number is part of the name): the other
+    # process must use this one's, which the example project takes from REDIS_URL.
+    redis_url = CHANNEL_URL if kind == "redis" else session_redis_url()
+    return server_env(session_database_url(), redis_url, DJANGO_TOKEN_CACHE=kind)
+
+
 def test_a_revocation_by_another_caching_process_reaches_this_one(
     channel: invalidation.Channel, kind: str, owner: Any
 ) -> None:
     issued = issue(owner)
     prime(channel, issued.plaintext)
-    env = server_env(session_database_url(), session_redis_url(), DJANGO_TOKEN_CACHE=kind)
+    env = caching_process_env(kind)
     manage(env, "revoke_token", issued.token.key_id)
     refused_soon(issued.plaintext)
 
@@ -422,7 +430,7 @@ def test_a_queryset_update_of_the_owner_is_a_documented_limit_and_the_flush_fixe
             cursor.execute("SELECT pg_notify(%s, '*')", [invalidation.CHANNEL])
     else:
         publisher = redis.Redis.from_url(CHANNEL_URL)
-        publisher.publish(invalidation.CHANNEL, invalidation.EVERYTHING)
+        publisher.publish(invalidation.redis_channel(CHANNEL_URL), invalidation.EVERYTHING)
         publisher.close()
     refused_soon(issued.plaintext)
 
@@ -534,7 +542,7 @@ def test_a_row_read_just_before_another_process_revokes_is_not_cached_after_it(
     issued = issue(owner)
     key_id = issued.token.key_id
     channel.store.drop([invalidation.token_tag(key_id)])
-    env = server_env(session_database_url(), session_redis_url(), DJANGO_TOKEN_CACHE=kind)
+    env = caching_process_env(kind)
     fired: list[int] = []
 
     def revoke_between_read_and_write_back(execute: Any, sql: str, params: Any, *rest: Any) -> Any:
