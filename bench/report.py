@@ -654,7 +654,8 @@ What bypasses the channel is bounded by `TOKEN_CACHE_TTL` alone (60 s by default
 by another program or a restore, and with Redis a hold or `PUBLISH` that failed (logged) or a
 rolled-back change (its hold is never released). After such a write an operator can flush every
 process at once with `SELECT pg_notify('tokens_app_invalidate', '*')` (or
-`PUBLISH tokens_app_invalidate '*'`). ORM saves and deletes of users are caught by signals (a
+`PUBLISH tokens_app_invalidate:<db> '*'`, `<db>` the database number of
+`TOKEN_CACHE_REDIS_URL`). ORM saves and deletes of users are caught by signals (a
 save that only stamps `last_login` is not published). The listener costs the database a
 session per process and, on PostgreSQL, transactions at a rate set by the pings, not by the
 requests: since a `NOTIFY` wakes every listening backend of the database, that rate grows
