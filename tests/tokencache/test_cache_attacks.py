@@ -330,7 +330,6 @@ def test_a_revocation_by_a_process_without_the_cache_reaches_the_caches(
     refused_soon(issued.plaintext)
 
 
-@pytest.mark.production_profile
 def caching_process_env(kind: str) -> dict[str, str]:
     """The environment of another process of this deployment, with the cache on."""
     # On Redis the channel is the database's (its number is part of the name): the other
@@ -339,6 +338,7 @@ def caching_process_env(kind: str) -> dict[str, str]:
     return server_env(session_database_url(), redis_url, DJANGO_TOKEN_CACHE=kind)
 
 
+@pytest.mark.production_profile
 def test_a_revocation_by_another_caching_process_reaches_this_one(
     channel: invalidation.Channel, kind: str, owner: Any
 ) -> None:
