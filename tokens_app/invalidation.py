@@ -38,6 +38,7 @@ such as gunicorn has forked), as a daemon thread; requests never wait for it.
 
 import logging
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -74,6 +75,8 @@ _RECONNECT_AFTER_SILENCE = 5.0
 _MAX_BACKOFF = 5.0
 #: Pings in flight kept for matching (older ones cannot make the store fresh anyway).
 _MAX_PENDING_PINGS = 64
+#: Seconds without a request after which a process stops pinging (see Channel._in_use).
+_IDLE_AFTER = 30.0
 
 
 def token_tag(key_id: str) -> str:
@@ -199,7 +202,9 @@ class Channel:
         self.settings = settings
         self.kind = settings.token_cache
         self.max_lag = settings.token_cache_max_lag_ms / 1000
-        self.ping_interval = self.max_lag / 5
+        #: A ping is due this often (times 1 to 1.25, at random) while the store is in use:
+        #: a returned one is then never older than the maximum lag, with room to spare.
+        self.ping_interval = self.max_lag / 2.5
         self.store = Store(settings.token_cache_size, settings.token_cache_ttl.total_seconds())
         self._confirmed_at = float("-inf")
         self._thread: threading.Thread | None = None
@@ -207,6 +212,9 @@ class Channel:
         self._start_lock = threading.Lock()
         #: Freshness needs a ping sent at or after this moment (see :meth:`ticket`).
         self._needs_ping_since = float("-inf")
+        #: When a request last asked for the store, and since when the listener pings.
+        self._asked_at = float("-inf")
+        self._pinging_since = float("-inf")
         self._ident = f"{os.getpid()}-{id(self):x}"
         self._publisher: Any = None
         self._redis_channel = (
@@ -225,6 +233,7 @@ class Channel:
         if self._thread is None:
             self._start()
         now = time.monotonic()
+        self._asked_at = now
         if now - self._confirmed_at > self.max_lag:
             # Found behind: only a ping sent from now on proves it caught up. (An older one
             # coming back late could otherwise make it fresh just ahead of a message it
@@ -341,12 +350,20 @@ class Channel:
         self._confirmed_at = float("-inf")
         self.store.clear()
 
-    def _receive(self, payload: str, pings: dict[str, float] | None) -> None:
-        """Apply one message: a ping of ours (if *pings* are counted here), holds, drops."""
+    def _receive(self, payload: str, pings: dict[str, float] | None) -> bool:
+        """Apply one message: a ping (if *pings* are counted here), holds, drops.
+
+        Return whether it was a ping. On PostgreSQL any listener's ping counts: it carries
+        the wall-clock time it was sent, and everything committed before that was queued
+        ahead of it (so the processes of a host share one ping per interval, instead of each
+        waking every other with its own). Clocks of other hosts must agree within a few
+        milliseconds (NTP): a clock that is ahead makes this one think itself that much
+        fresher.
+        """
         if payload.startswith(_PING):
-            if pings is not None:
-                self._pong(payload, pings)
-            return
+            if pings is not None and not self._pong(payload, pings):
+                self._shared_pong(payload)
+            return True
         tags = payload.split()
         held = [tag[len(HOLD) :] for tag in tags if tag.startswith(HOLD)]
         dropped = [tag for tag in tags if not tag.startswith(HOLD)]
@@ -354,24 +371,62 @@ class Channel:
             self.store.hold(held)
         if dropped:
             self.store.drop(dropped)
+        return False
 
-    def _pong(self, name: str, pings: dict[str, float]) -> None:
+    def _pong(self, name: str, pings: dict[str, float]) -> bool:
+        """Count a ping of this listener's own that came back; return whether it was one."""
         sent = pings.pop(name, None)
-        if sent is not None:
-            for older in [p for p, at in pings.items() if at <= sent]:
-                del pings[older]
-            if sent >= self._needs_ping_since:
-                self._confirmed_at = max(self._confirmed_at, sent)
+        if sent is None:
+            return False
+        for older in [p for p, at in pings.items() if at <= sent]:
+            del pings[older]
+        self._confirm(sent)
+        return True
+
+    def _shared_pong(self, name: str) -> None:
+        """Count another listener's ping (PostgreSQL), by the wall-clock time it carries."""
+        try:
+            sent_wall = float(name[len(_PING) :].split(":", 1)[0])
+        except ValueError:
+            return
+        self._confirm(time.monotonic() - max(0.0, time.time() - sent_wall))
+
+    def _confirm(self, sent: float) -> None:
+        if sent >= self._needs_ping_since:
+            self._confirmed_at = max(self._confirmed_at, sent)
 
     def _next_ping(self, pings: dict[str, float], sequence: int) -> str:
-        name = f"{_PING}{self._ident}:{sequence}"
+        # The wall-clock time first, for other listeners (_shared_pong); the sequence for ours.
+        name = f"{_PING}{time.time():.6f}:{self._ident}:{sequence}"
         pings[name] = time.monotonic()
         while len(pings) > _MAX_PENDING_PINGS:
             del pings[next(iter(pings))]
         return name
 
+    def _ping_due_after(self) -> float:
+        return self.ping_interval * random.uniform(1.0, 1.25)  # noqa: S311 — jitter only
+
+    def _in_use(self, now: float) -> bool:
+        """Whether requests asked for the store lately: an idle process does not ping.
+
+        Its store then goes stale after the maximum lag (requests read the database); the
+        first request marks it in use again and the next ping, at most an interval later,
+        makes it fresh. Messages are applied all along.
+        """
+        in_use = now - self._asked_at < _IDLE_AFTER
+        if in_use and self._pinging_since == float("-inf"):
+            self._pinging_since = now
+        elif not in_use:
+            self._pinging_since = float("-inf")
+        return in_use
+
     def _check_alive(self) -> None:
-        if time.monotonic() - self._confirmed_at > max(_RECONNECT_AFTER_SILENCE, 10 * self.max_lag):
+        """Reconnect when pings have gone unanswered for a while (a dead, silent connection)."""
+        now = time.monotonic()
+        if not self._in_use(now):
+            return
+        heard = max(self._confirmed_at, self._pinging_since)
+        if now - heard > max(_RECONNECT_AFTER_SILENCE, 10 * self.max_lag):
             raise ConnectionError("no ping came back")
 
     def _listen_postgresql(self) -> None:
@@ -384,13 +439,20 @@ class Channel:
             connection.execute(f"LISTEN {CHANNEL}")
             self._caught_up(since)
             pings: dict[str, float] = {}
+            due = time.monotonic()
             for sequence in _counter():
                 if self._stopped.is_set():
                     return
-                ping = self._next_ping(pings, sequence)
-                connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, ping))
-                for notification in connection.notifies(timeout=self.ping_interval):
-                    self._receive(notification.payload, pings)
+                now = time.monotonic()
+                if now >= due and self._in_use(now):
+                    ping = self._next_ping(pings, sequence)
+                    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, ping))
+                    due = now + self._ping_due_after()
+                wait = min(self.ping_interval, max(due - time.monotonic(), 0.001))
+                for notification in connection.notifies(timeout=wait):
+                    if self._receive(notification.payload, pings):
+                        # Anyone's ping will do for this interval: ours can wait.
+                        due = max(due, time.monotonic() + self._ping_due_after())
                 self._check_alive()
 
     def _listen_redis(self) -> None:
@@ -412,8 +474,10 @@ class Channel:
             for sequence in _counter():
                 if self._stopped.is_set():
                     return
-                pubsub.ping(self._next_ping(pings, sequence))
-                deadline = time.monotonic() + self.ping_interval
+                # A PING's PONG comes back to this connection alone: nothing to share.
+                if self._in_use(time.monotonic()):
+                    pubsub.ping(self._next_ping(pings, sequence))
+                deadline = time.monotonic() + self._ping_due_after()
                 while (remaining := deadline - time.monotonic()) > 0:
                     message = pubsub.get_message(timeout=remaining)
                     if message is not None:

@@ -26,7 +26,6 @@ such as an APM's), Django's own cursor runs the same statement, so they see it.
 and with a custom user model.
 """
 
-import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -393,7 +392,19 @@ def _thawed(values: Sequence[Any]) -> list[Any]:
 
     A request may change its ``request.auth`` in place; the next request must not see it.
     """
-    return [copy.deepcopy(value) if isinstance(value, list | dict) else value for value in values]
+    return [_own(value) if type(value) in _CONTAINERS else value for value in values]
+
+
+_CONTAINERS = (list, dict)
+
+
+def _own(value: Any) -> Any:
+    """A copy of the JSON value *value* sharing nothing mutable (``copy.deepcopy``, faster)."""
+    if type(value) is list:
+        return [_own(item) for item in value]
+    if type(value) is dict:
+        return {key: _own(item) for key, item in value.items()}
+    return value
 
 
 def find_current_token(key_id: str) -> APIToken | None:

@@ -621,7 +621,8 @@ def test_a_rolled_back_revocation_publishes_nothing(
 
 #: What a payload may carry: key ids, owner pks, jti digests, "everything", and on PostgreSQL
 #: the listeners' own pings (every LISTENer sees them: a pid and an object address).
-TAG = re.compile(r"\+?(k:[0-9A-Za-z]+|o:[0-9]+|j:[0-9a-f]{64}|\*|p:[0-9]+-[0-9a-f]+:[0-9]+)")
+PING = r"p:[0-9]+\.[0-9]{6}:[0-9]+-[0-9a-f]+:[0-9]+"  # wall-clock time, pid-object, sequence
+TAG = re.compile(rf"\+?(k:[0-9A-Za-z]+|o:[0-9]+|j:[0-9a-f]{{64}}|\*|{PING})")
 
 
 def test_payloads_logs_and_store_hold_no_secret(

@@ -12,6 +12,8 @@ The keys that sign and verify are ``signing_keys``'s.
 
 import base64
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ import jwt
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
-from tokens_app.conf import token_settings
+from tokens_app.conf import cached_until_settings_change, token_settings
 from tokens_app.core import clock, limits, tokenstring
 from tokens_app.core.address import readable_networks
 from tokens_app.core.limits import Budget
@@ -214,9 +216,35 @@ def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
     services that verify JWTs themselves. Introspection, which answers for those
     services, accepts any of them (*any_audience*). Raise
     ``denylist.DenyListUnavailable`` when revocations cannot be checked.
+
+    With ``TOKEN_CACHE`` on, a JWT whose signature and claims were verified once in this
+    process is remembered by its exact string (:class:`VerifiedJWTs`): then only its times
+    and the deny list are checked again, which is all that can change for it.
     """
     if not looks_like_jwt(raw):
         raise InvalidJWT("malformed")
+    memo = verified_jwts()
+    claims = memo.get(raw, any_audience) if memo is not None else None
+    if claims is None:
+        claims = _verified_claims(raw, any_audience)
+        if memo is not None:
+            memo.put(raw, any_audience, claims)
+    else:
+        _check_times(claims, clock.now().timestamp())
+    refused = denylist.refusal(
+        claims["client_id"],
+        _user_pk(claims["sub"]),
+        claims["iat"],
+        claims.get(SECRET_VERSION_CLAIM, 0),
+        claims["jti"],
+    )
+    if refused:
+        raise InvalidJWT(refused, claims["client_id"])
+    return JWTClaims(dict(claims))
+
+
+def _verified_claims(raw: str, any_audience: bool) -> dict[str, Any]:
+    """The claims of *raw* once its signature, header, times and claims have been checked."""
     conf = token_settings().jwt
     ring = signing_keys.keyring()
     header = _unverified_header(raw)
@@ -228,7 +256,7 @@ def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
     if entry is None:
         raise InvalidJWT("unknown kid")
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             raw,
             entry.key,
             algorithms=[ring.algorithm],
@@ -246,13 +274,43 @@ def verify(raw: str, *, any_audience: bool = False) -> JWTClaims:
         raise InvalidJWT(type(error).__name__) from None
     _check_times(claims, clock.now().timestamp())
     _check_claims(claims)
-    refused = denylist.refusal(
-        claims["client_id"],
-        _user_pk(claims["sub"]),
-        claims["iat"],
-        claims.get(SECRET_VERSION_CLAIM, 0),
-        claims["jti"],
-    )
-    if refused:
-        raise InvalidJWT(refused, claims["client_id"])
-    return JWTClaims(claims)
+    return claims
+
+
+class VerifiedJWTs:
+    """The JWTs this process verified, by exact string: a bounded, least-recently-used map.
+
+    Safe to keep: a JWT's signature binds every claim, and the keys that verify it change
+    only with the settings (which replace this map). Times and the deny list are checked
+    on every use. Only JWTs that verified are kept, so strings an attacker makes up never
+    enter; what a flood of valid ones can cost is ``TOKEN_CACHE_SIZE`` entries.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, bool], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, raw: str, any_audience: bool) -> dict[str, Any] | None:
+        with self._lock:
+            claims = self._entries.get((raw, any_audience))
+            if claims is not None:
+                self._entries.move_to_end((raw, any_audience))
+            return claims
+
+    def put(self, raw: str, any_audience: bool, claims: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries[(raw, any_audience)] = dict(claims)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+@cached_until_settings_change
+def _verified_jwts(size: int) -> VerifiedJWTs:
+    return VerifiedJWTs(size)
+
+
+def verified_jwts() -> VerifiedJWTs | None:
+    """This process's verified JWTs while ``TOKEN_CACHE`` is on, else ``None``."""
+    conf = token_settings()
+    return _verified_jwts(conf.token_cache_size) if conf.token_cache is not None else None
