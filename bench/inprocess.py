@@ -229,6 +229,7 @@ def rows_for(sizes: dict[str, int], credentials: dict[str, dict[str, str]]) -> l
         bearer = {"HTTP_AUTHORIZATION": f"Bearer {credentials[size]['apitoken']}"}
         rows.append(Row(f"apitoken-{size}", "tokens_app, HMAC", "/apitoken/", size, bearer))
     orm = {"HTTP_AUTHORIZATION": f"Bearer {small['apitoken']}"}
+    rows.append(Row("lookup-only", "tokens_app's lookup alone", "/lookup/", "small", orm))
     rows.append(
         Row(
             "apitoken-orm", "tokens_app, ORM lookup", "/apitoken/", "small", orm,

@@ -14,7 +14,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tokens_app import lookup
 from tokens_app.authentication import APITokenAuthentication, JWTAuthentication
+from tokens_app.conf import token_settings
+from tokens_app.core import tokenstring
 from tokens_app.models import APIToken
 from tokens_app.permissions import HasScope
 
@@ -51,6 +54,20 @@ class RoundTripView(FloorView):
         with connections[router.db_for_read(APIToken)].cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
+        return Response({"ok": True})
+
+
+class LookupOnlyView(FloorView):
+    """No authentication, only tokens_app's one query and the two instances it builds.
+
+    The least an opaque token check can cost before anything is verified: this row shows
+    how much of the uncached budget the lookup alone takes.
+    """
+
+    def get(self, request: Request) -> Response:
+        value = request.META.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
+        parsed = tokenstring.parse(value, token_settings().prefix)
+        lookup.find_token_with_owner(parsed.key_id if parsed else "")
         return Response({"ok": True})
 
 
@@ -107,5 +124,6 @@ urlpatterns = [
     path("apitoken/", APITokenView.as_view()),
     path("jwt/", JWTView.as_view()),
     path("cacheget/", CacheGetView.as_view()),
+    path("lookup/", LookupOnlyView.as_view()),
     path("worker/", WorkerView.as_view()),
 ]

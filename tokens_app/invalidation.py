@@ -17,14 +17,15 @@ against the stored hash on every request) and deny-list entries by key — and a
   *hold* before the commit (every process drops the entries and reads those rows from the
   database until released) and ``PUBLISH`` once it committed, which releases it; a lost
   release is ended by the TTL. The writing process also drops its own entries at commit.
-- **Fail closed.** The listener pings itself through the channel every fifth of
-  ``TOKEN_CACHE_MAX_LAG_MS``. Messages arrive in order (PostgreSQL delivers notifications in
-  commit order; Redis answers a subscriber's ``PING`` after every message published
-  before it), so when a ping sent at *t* comes back, everything published before *t* has been
-  applied. The store is used only while the last returned ping is younger than the maximum
-  lag; otherwise — listener not started, disconnected, stalled, or behind — every request
-  reads the database (and the deny-list cache) as if the cache were off. A (re)connection
-  flushes the store.
+- **Fail closed.** The listener pings itself through the channel about every 2.5th of
+  ``TOKEN_CACHE_MAX_LAG_MS`` while requests use the store (on PostgreSQL, where a
+  ``NOTIFY`` wakes every listener, they share one ping per interval). Messages arrive in
+  order (PostgreSQL delivers notifications in commit order; Redis answers a subscriber's
+  ``PING`` after every message published before it), so when a ping sent at *t* comes
+  back, everything published before *t* has been applied. The store is used only while
+  the last returned ping is younger than the maximum lag; otherwise — listener not
+  started, disconnected, stalled, or behind — every request reads the database (and the
+  deny-list cache) as if the cache were off. A (re)connection flushes the store.
 - **No stale write-back.** A request notes the store's generation before it reads the
   database and keeps the row only if no invalidation was applied meanwhile (a seqlock), so
   a row read just before a revocation committed is never cached after its message.
