@@ -31,20 +31,22 @@ class WhoAmIView(APIView):
 
     @extend_schema(responses=WHOAMI_SCHEMA)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        credential = request.auth
-        key_id: str | None
-        if isinstance(credential, APIToken):
-            kind, names, key_id = "api_token", credential.effective_scopes, credential.key_id
-        elif isinstance(credential, JWTClaims):
-            kind, names, key_id = "jwt", credential.effective_scopes, credential.key_id
-        else:
-            kind, key_id = "session", None
-            names = frozenset(scope.name for scope in scopes.holdable_scopes(request.user))
-        return Response(
-            {
-                "username": request.user.get_username(),
-                "credential": kind,
-                "key_id": key_id,
-                "scopes": sorted(names),
-            }
-        )
+        return Response(whoami(request.user, request.auth))
+
+
+def whoami(user: Any, credential: Any) -> dict[str, Any]:
+    """The username, the credential type and its effective scopes (every whoami view's answer)."""
+    key_id: str | None
+    if isinstance(credential, APIToken):
+        kind, names, key_id = "api_token", credential.effective_scopes, credential.key_id
+    elif isinstance(credential, JWTClaims):
+        kind, names, key_id = "jwt", credential.effective_scopes, credential.key_id
+    else:
+        kind, key_id = "session", None
+        names = frozenset(scope.name for scope in scopes.holdable_scopes(user))
+    return {
+        "username": user.get_username(),
+        "credential": kind,
+        "key_id": key_id,
+        "scopes": sorted(names),
+    }

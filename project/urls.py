@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from project import health
+from project import health, plain
 from project.api import WhoAmIView
 from project.errors import api_not_found
 from tokens_app.api import wellknown
@@ -31,6 +31,8 @@ urlpatterns = [
     path("health/", health.live, name="health-live"),
     path("health/ready/", health.ready, name="health-ready"),
     path("api/whoami/", WhoAmIView.as_view(), name="whoami"),
+    path("plain/whoami/", plain.whoami, name="plain-whoami"),
+    path("plain/async/whoami/", plain.async_whoami, name="plain-async-whoami"),
     path("api/notes/", include("project.notes.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

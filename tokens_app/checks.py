@@ -219,6 +219,8 @@ def _declared_names(declared: Any) -> list[Any]:
 
 def _view_attribute(callback: Any, name: str) -> Any:
     view_class = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if view_class is None and hasattr(callback, "required_scopes"):
+        view_class = callback  # a function view (``@token_required``): it holds its own
     initkwargs = getattr(callback, "initkwargs", None) or {}
     return initkwargs.get(name, getattr(view_class, name, None)), view_class
 
