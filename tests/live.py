@@ -1,4 +1,4 @@
-"""Real processes for the multi-process and fault tests: gunicorn on a loopback port.
+"""Real processes for the multi-process and fault tests: gunicorn (or uvicorn) on a loopback port.
 
 The server runs the test settings with ``DEBUG`` off, as ``make serve`` would, against
 whatever database and cache URLs a test gives it: the test database and Redis for the
@@ -189,27 +189,48 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout.strip()
 
 
-def _wait_until_ready(server: LiveServer) -> None:
+def _wait_until_ready(server: LiveServer, booted: str = "Booting worker with pid") -> None:
+    """Wait until *booted* is logged once per worker and ``/health/`` answers."""
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{server.log_text()}")
-        booted = server.log_text().count("Booting worker with pid")
-        if booted >= server.workers:
+            raise RuntimeError(f"the server exited early:\n{server.log_text()}")
+        if server.log_text().count(booted) >= server.workers:
             try:
                 if server.request("GET", "/health/", timeout=2).status == 200:
                     return
             except OSError:
                 pass
         time.sleep(POLL_SECONDS)
-    raise RuntimeError(f"gunicorn did not become ready:\n{server.log_text()}")
+    raise RuntimeError(f"the server did not become ready:\n{server.log_text()}")
+
+
+@contextmanager
+def _serving(
+    command: list[str], env: dict[str, str], log: Path, port: int, workers: int, booted: str
+) -> Iterator[LiveServer]:
+    """Run *command* until the block ends (SIGTERM, then SIGKILL after 15 s)."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    server = LiveServer(port=port, process=process, log=log, workers=workers)
+    try:
+        _wait_until_ready(server, booted)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
 def gunicorn(env: dict[str, str], log_dir: Path, *, workers: int = 2) -> Iterator[LiveServer]:
     """Run ``project.wsgi`` under gunicorn with *workers* workers until the block ends."""
     port = free_port()
-    log = log_dir / f"gunicorn-{port}.log"
     command = [
         sys.executable,
         "-m",
@@ -223,18 +244,26 @@ def gunicorn(env: dict[str, str], log_dir: Path, *, workers: int = 2) -> Iterato
         "--access-logformat",
         ACCESS_LOG_FORMAT,
     ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    server = LiveServer(port=port, process=process, log=log, workers=workers)
-    try:
-        _wait_until_ready(server)
+    log = log_dir / f"gunicorn-{port}.log"
+    with _serving(command, env, log, port, workers, "Booting worker with pid") as server:
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+@contextmanager
+def uvicorn(env: dict[str, str], log_dir: Path) -> Iterator[LiveServer]:
+    """Run ``project.asgi`` under uvicorn (one process, one event loop) until the block ends."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "project.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    log = log_dir / f"uvicorn-{port}.log"
+    with _serving(command, env, log, port, 1, "Application startup complete") as server:
+        yield server
