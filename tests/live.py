@@ -228,8 +228,10 @@ def _serving(
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], log_dir: Path, *, workers: int = 2) -> Iterator[LiveServer]:
-    """Run ``project.wsgi`` under gunicorn with *workers* workers until the block ends."""
+def gunicorn(
+    env: dict[str, str], log_dir: Path, *, workers: int = 2, app: str | None = None
+) -> Iterator[LiveServer]:
+    """Run ``project.wsgi`` (or the WSGI *app* named) under gunicorn until the block ends."""
     port = free_port()
     command = [
         sys.executable,
@@ -243,6 +245,8 @@ def gunicorn(env: dict[str, str], log_dir: Path, *, workers: int = 2) -> Iterato
         str(workers),
         "--access-logformat",
         ACCESS_LOG_FORMAT,
+        # An application named here wins over the configuration's wsgi_app.
+        *([app] if app else []),
     ]
     log = log_dir / f"gunicorn-{port}.log"
     with _serving(command, env, log, port, workers, "Booting worker with pid") as server:

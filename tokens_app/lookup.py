@@ -44,7 +44,6 @@ from django.utils.dateparse import parse_datetime
 from tokens_app import invalidation
 from tokens_app.conf import ORM_LOOKUP, cached_until_settings_change, token_settings
 from tokens_app.core import tokenstring
-from tokens_app.invalidation import MISSING
 from tokens_app.models import APIToken
 
 Converter = Callable[[Any, Any, Any], Any]
@@ -374,7 +373,7 @@ def find_token_with_owner(key_id: str) -> APIToken | None:
     lookup = token_lookup(alias)
     key = ("token", alias, key_id)
     values = channel.store.get(key)
-    if values is not MISSING:
+    if values is not invalidation.MISSING:
         token = lookup.answer(_thawed(values), key_id)
         if token is not None:
             token.from_token_cache = True

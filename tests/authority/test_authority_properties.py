@@ -39,7 +39,6 @@ from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis import settings as settings_for_hypothesis
 from hypothesis.stateful import run_state_machine_as_test
 from rest_framework.test import APIClient
 
@@ -51,19 +50,21 @@ from tokens_app.models import APIToken
 pytestmark = pytest.mark.django_db
 
 
+def machine_settings(examples: int, steps: int) -> settings:
+    """Hypothesis's settings for a run of the machine: no deadline, slow examples allowed."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
 def test_no_credential_exceeds_its_obtainer_or_locks_out_a_stronger_one(
     clock: FakeClock,
 ) -> None:
     AuthorityMachine.clock = clock
-    run_state_machine_as_test(
-        AuthorityMachine,
-        settings=settings(
-            max_examples=40,
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    run_state_machine_as_test(AuthorityMachine, settings=machine_settings(40, 40))
 
 
 class CachedAuthorityMachine(AuthorityMachine):
@@ -86,15 +87,7 @@ def test_the_token_cache_changes_none_of_it(clock: FakeClock, settings: Any) -> 
     channel = invalidation.channel()
     assert channel is not None and channel.wait_fresh(10)
     CachedAuthorityMachine.clock = clock
-    run_state_machine_as_test(
-        CachedAuthorityMachine,
-        settings=settings_for_hypothesis(
-            max_examples=15,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    run_state_machine_as_test(CachedAuthorityMachine, settings=machine_settings(15, 30))
     # The cache took part: requests were answered from it, and rows were read into it.
     assert channel.store.hits > 100 and channel.store.misses > 100, vars(channel.store)
 

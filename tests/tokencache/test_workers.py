@@ -14,16 +14,11 @@ Not timed: the waits are generous bounds; the time each worker took is in the me
 """
 
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,42 +102,6 @@ def booted_pids(server: live.LiveServer) -> frozenset[int]:
     )
 
 
-@contextmanager
-def probed_gunicorn(env: dict[str, str], log_dir: Path) -> Iterator[live.LiveServer]:
-    """``live.gunicorn``, serving the probing wrapper instead of ``project.wsgi``."""
-    port = live.free_port()
-    log = log_dir / f"gunicorn-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        str(live.ROOT / "project" / "gunicorn_conf.py"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(WORKERS),
-        "--access-logformat",
-        live.ACCESS_LOG_FORMAT,
-        APP,  # the application named here wins over the configuration's wsgi_app
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=live.ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    server = live.LiveServer(port=port, process=process, log=log, workers=WORKERS)
-    try:
-        live._wait_until_ready(server)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module", params=CHANNELS)
 def deployment(
     request: pytest.FixtureRequest, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
@@ -157,7 +116,7 @@ def deployment(
         DJANGO_STATIC_ROOT=str(static_root),
         DJANGO_TOKEN_CACHE=kind,
     )
-    with probed_gunicorn(env, log_dir) as server:
+    with live.gunicorn(env, log_dir, workers=WORKERS, app=APP) as server:
         pids = booted_pids(server)
         assert len(pids) == WORKERS, server.log_text()
         yield Deployment(kind, server, pids)
